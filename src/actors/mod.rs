@@ -1,0 +1,9 @@
+//! The ractor supervision tree (see `actors.md` and `supervisor.rs`).
+
+pub mod document;
+pub mod queue_poller;
+pub mod relay;
+pub mod session;
+pub mod supervisor;
+
+pub use supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};

@@ -1,0 +1,142 @@
+//! The `QueuePoller`: loops by messaging itself. Each `Poll` claims up to
+//! the free job slots from the arq queue in one Lua round trip and hands
+//! every claimed job to the supervisor; it also writes arq's health-check key
+//! and forwards `Job.abort()` requests for jobs running here. Redis outages
+//! are waited out here with backoff (they are not crashes).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::time::Instant;
+
+use super::supervisor::SupervisorMsg;
+use crate::services::Services;
+
+pub struct PollerArgs {
+    pub services: Arc<Services>,
+    pub supervisor: ActorRef<SupervisorMsg>,
+    pub running: Arc<AtomicUsize>,
+}
+
+#[derive(Debug)]
+pub enum PollerMsg {
+    Poll,
+}
+
+pub struct PollerState {
+    args: PollerArgs,
+    last_health: Option<Instant>,
+    last_abort_check: Instant,
+    failures: u32,
+}
+
+pub struct QueuePoller;
+
+const ABORT_CHECK_EVERY: Duration = Duration::from_millis(500);
+
+impl Actor for QueuePoller {
+    type Msg = PollerMsg;
+    type State = PollerState;
+    type Arguments = PollerArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<PollerMsg>,
+        args: PollerArgs,
+    ) -> Result<PollerState, ActorProcessingErr> {
+        Ok(PollerState {
+            args,
+            last_health: None,
+            last_abort_check: Instant::now(),
+            failures: 0,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<PollerMsg>,
+        _state: &mut PollerState,
+    ) -> Result<(), ActorProcessingErr> {
+        myself.cast(PollerMsg::Poll)?;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<PollerMsg>,
+        _msg: PollerMsg,
+        state: &mut PollerState,
+    ) -> Result<(), ActorProcessingErr> {
+        let services = state.args.services.clone();
+        let q = &services.settings.queue;
+        let max_jobs = q.max_jobs;
+        let running = state.args.running.load(Ordering::SeqCst);
+
+        let health_every = Duration::from_secs(q.health_check_interval_secs.max(1));
+        if state.last_health.is_none_or(|t| t.elapsed() >= health_every) {
+            let stats = &services.stats;
+            let ttl_ms = ((q.health_check_interval_secs + 1) * 1000) as i64;
+            match services
+                .queue
+                .record_health(
+                    ttl_ms,
+                    stats.complete.load(Ordering::Relaxed),
+                    stats.failed.load(Ordering::Relaxed),
+                    stats.retried.load(Ordering::Relaxed),
+                    running as u64,
+                )
+                .await
+            {
+                Ok(()) => state.last_health = Some(Instant::now()),
+                Err(e) => tracing::warn!(error = %e, "cannot write the health-check key"),
+            }
+        }
+
+        if running > 0 && state.last_abort_check.elapsed() >= ABORT_CHECK_EVERY {
+            state.last_abort_check = Instant::now();
+            if let Ok(ids) = services.queue.abort_requested().await {
+                for job_id in ids {
+                    let _ = ractor::call!(state.args.supervisor, |reply| SupervisorMsg::Cancel { job_id, reply });
+                }
+            }
+        }
+
+        let free = max_jobs.saturating_sub(running);
+        if free == 0 {
+            myself.send_after(q.poll_interval(), || PollerMsg::Poll);
+            return Ok(());
+        }
+        let read_limit = (max_jobs * 5).max(100);
+        let lease_ms = q.lease().as_millis() as i64;
+        match services.queue.claim(free, read_limit, lease_ms).await {
+            Ok(claimed) => {
+                if state.failures > 0 {
+                    tracing::info!("queue reachable again");
+                    state.failures = 0;
+                }
+                let n = claimed.len();
+                state.args.running.fetch_add(n, Ordering::SeqCst);
+                for c in claimed {
+                    state.args.supervisor.cast(SupervisorMsg::StartJob(Box::new(c)))?;
+                }
+                if n == free {
+                    // The queue may hold more: look again as soon as a slot frees.
+                    myself.send_after(Duration::from_millis(1), || PollerMsg::Poll);
+                } else {
+                    myself.send_after(q.poll_interval(), || PollerMsg::Poll);
+                }
+            }
+            Err(e) => {
+                state.failures += 1;
+                let delay = Duration::from_millis(200 * (1 << state.failures.min(5)));
+                if state.failures == 1 || state.failures.is_power_of_two() {
+                    tracing::warn!(error = %e, failures = state.failures, "cannot poll the queue; retrying");
+                }
+                myself.send_after(delay, || PollerMsg::Poll);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,304 @@
+//! The arq queue in Redis, spoken exactly as arq 0.28 speaks it
+//! (`spec/arq-wire.md`): enqueue (§5), claim + run prelude (§6.2, §6.3),
+//! finish (§6.5, §6.6), retry, lease renewal, abort flags and the health key.
+//!
+//! Claims run as one Lua script per poll: it reads due ids, takes
+//! `arq:in-progress:<id>` for each one nobody holds, and does the prelude
+//! (GET job, INCR retry, EXPIRE, ZREM abort) in the same round trip. A script's
+//! write to a key a Python worker WATCHes aborts that worker's EXEC, so our
+//! workers and arq's can share one queue.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script, Value};
+
+use super::wire::{JobDef, JobResult};
+use crate::config::{QueueSettings, Serializer};
+
+pub const JOB_PREFIX: &str = "arq:job:";
+pub const RESULT_PREFIX: &str = "arq:result:";
+pub const IN_PROGRESS_PREFIX: &str = "arq:in-progress:";
+pub const RETRY_PREFIX: &str = "arq:retry:";
+pub const ABORT_SET: &str = "arq:abort";
+/// The retry counter's TTL: a literal in arq's `Worker.run_job`.
+pub const RETRY_TTL_SECS: i64 = 88_400;
+/// arq's `expires_extra_ms`: default job-key TTL beyond the defer delay.
+pub const EXPIRES_EXTRA_MS: i64 = 86_400_000;
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("unexpected reply from redis: {0}")]
+    Protocol(String),
+}
+
+/// One claimed job, after the prelude ran.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub job_id: String,
+    /// The raw job dict; `None` when the job key had expired (arq: "job expired").
+    pub job_bytes: Option<Vec<u8>>,
+    /// The INCR'd retry counter: this is try number `job_try`.
+    pub job_try: i64,
+    /// `Job.abort()` was called before the job started.
+    pub abort_requested: bool,
+    /// The queue score (ms epoch when the job became due).
+    pub score: i64,
+}
+
+const ENQUEUE_LUA: &str = r#"
+-- KEYS: job key, result key, queue. ARGV: expires_ms, job bytes, score, id
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
+redis.call('PSETEX', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+return 1
+"#;
+
+const CLAIM_LUA: &str = r#"
+-- KEYS: queue. ARGV: now_ms, read_limit, want, lease_ms, retry_ttl
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+local want = tonumber(ARGV[3])
+for i = 1, #due, 2 do
+  if #out >= want then break end
+  local id = due[i]
+  local score = tonumber(due[i + 1])
+  local ip = 'arq:in-progress:' .. id
+  if score ~= 0 and redis.call('EXISTS', ip) == 0 then
+    redis.call('SET', ip, '1', 'PX', ARGV[4])
+    local job = redis.call('GET', 'arq:job:' .. id)
+    local try = redis.call('INCR', 'arq:retry:' .. id)
+    redis.call('EXPIRE', 'arq:retry:' .. id, ARGV[5])
+    local aborted = redis.call('ZREM', 'arq:abort', id)
+    out[#out + 1] = {id, job, try, aborted, due[i + 1]}
+  end
+end
+return out
+"#;
+
+/// Handle on one arq queue. Cheap to clone.
+#[derive(Clone)]
+pub struct ArqQueue {
+    redis: ConnectionManager,
+    pub name: String,
+    pub serializer: Serializer,
+    health_key: String,
+    enqueue: std::sync::Arc<Script>,
+    claim: std::sync::Arc<Script>,
+}
+
+impl ArqQueue {
+    pub fn new(redis: ConnectionManager, settings: &QueueSettings) -> Self {
+        ArqQueue {
+            redis,
+            name: settings.name.clone(),
+            serializer: settings.serializer,
+            health_key: format!("{}:health-check", settings.name),
+            enqueue: std::sync::Arc::new(Script::new(ENQUEUE_LUA)),
+            claim: std::sync::Arc::new(Script::new(CLAIM_LUA)),
+        }
+    }
+
+    pub fn connection(&self) -> ConnectionManager {
+        self.redis.clone()
+    }
+
+    /// `enqueue_job` (§5): refuses a duplicate id while its job or result
+    /// exists. Returns false for a duplicate.
+    pub async fn enqueue(
+        &self,
+        job_id: &str,
+        job: &JobDef,
+        defer_ms: i64,
+        expires_ms: Option<i64>,
+    ) -> Result<bool, QueueError> {
+        let score = job.enqueue_time_ms + defer_ms.max(0);
+        let expires = expires_ms.unwrap_or(score - job.enqueue_time_ms + EXPIRES_EXTRA_MS);
+        let mut con = self.redis.clone();
+        let added: i64 = self
+            .enqueue
+            .key(format!("{JOB_PREFIX}{job_id}"))
+            .key(format!("{RESULT_PREFIX}{job_id}"))
+            .key(&self.name)
+            .arg(expires)
+            .arg(job.encode(self.serializer))
+            .arg(score)
+            .arg(job_id)
+            .invoke_async(&mut con)
+            .await?;
+        Ok(added == 1)
+    }
+
+    /// Claims up to `want` due jobs (§6.1–6.3), looking at most at `read_limit` ids.
+    pub async fn claim(&self, want: usize, read_limit: usize, lease_ms: i64) -> Result<Vec<Claimed>, QueueError> {
+        if want == 0 {
+            return Ok(Vec::new());
+        }
+        let mut con = self.redis.clone();
+        let reply: Value = self
+            .claim
+            .key(&self.name)
+            .arg(now_ms())
+            .arg(read_limit.max(want))
+            .arg(want)
+            .arg(lease_ms)
+            .arg(RETRY_TTL_SECS)
+            .invoke_async(&mut con)
+            .await?;
+        parse_claims(reply)
+    }
+
+    /// Extends the lease on a running job (arq's in-progress key).
+    pub async fn renew(&self, job_id: &str, lease_ms: i64) -> Result<bool, QueueError> {
+        let mut con = self.redis.clone();
+        let ok: bool = con.pexpire(format!("{IN_PROGRESS_PREFIX}{job_id}"), lease_ms).await?;
+        Ok(ok)
+    }
+
+    /// Ends a job (§6.5 with finish=True, or §6.6): stores the result for
+    /// `keep_result_ms` (none when 0) and removes every trace from the queue,
+    /// in one MULTI so `Job.result()` never sees a gap.
+    pub async fn finish(&self, job_id: &str, result: &JobResult, keep_result_ms: i64) -> Result<(), QueueError> {
+        let mut con = self.redis.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if keep_result_ms > 0 {
+            pipe.cmd("SET")
+                .arg(format!("{RESULT_PREFIX}{job_id}"))
+                .arg(result.encode(self.serializer))
+                .arg("PX")
+                .arg(keep_result_ms)
+                .ignore();
+        }
+        pipe.zrem(ABORT_SET, job_id).ignore();
+        pipe.zrem(&self.name, job_id).ignore();
+        pipe.del(&[
+            format!("{IN_PROGRESS_PREFIX}{job_id}"),
+            format!("{RETRY_PREFIX}{job_id}"),
+            format!("{JOB_PREFIX}{job_id}"),
+        ])
+        .ignore();
+        pipe.query_async::<()>(&mut con).await?;
+        Ok(())
+    }
+
+    /// Hands a job back for another try (arq's Retry): the retry counter and
+    /// job key stay; the score moves `defer_ms` into the future.
+    pub async fn retry(&self, job_id: &str, defer_ms: i64) -> Result<(), QueueError> {
+        let mut con = self.redis.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if defer_ms > 0 {
+            pipe.cmd("ZADD")
+                .arg(&self.name)
+                .arg("XX")
+                .arg(now_ms() + defer_ms)
+                .arg(job_id)
+                .ignore();
+        }
+        pipe.del(format!("{IN_PROGRESS_PREFIX}{job_id}")).ignore();
+        pipe.query_async::<()>(&mut con).await?;
+        Ok(())
+    }
+
+    /// Ids whose abort was requested (`Job.abort()` adds them to `arq:abort`).
+    pub async fn abort_requested(&self) -> Result<Vec<String>, QueueError> {
+        let mut con = self.redis.clone();
+        Ok(con.zrange(ABORT_SET, 0, -1).await?)
+    }
+
+    /// Writes `<queue>:health-check` in arq's format (§10).
+    pub async fn record_health(
+        &self,
+        ttl_ms: i64,
+        complete: u64,
+        failed: u64,
+        retried: u64,
+        ongoing: u64,
+    ) -> Result<(), QueueError> {
+        let mut con = self.redis.clone();
+        let queued: i64 = con.zcard(&self.name).await?;
+        let line = format!(
+            "{} j_complete={complete} j_failed={failed} j_retried={retried} j_ongoing={ongoing} queued={queued}",
+            chrono::Local::now().format("%b-%d %H:%M:%S")
+        );
+        redis::cmd("PSETEX")
+            .arg(&self.health_key)
+            .arg(ttl_ms)
+            .arg(line)
+            .query_async::<()>(&mut con)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn clear_health(&self) -> Result<(), QueueError> {
+        let mut con = self.redis.clone();
+        con.del::<_, ()>(&self.health_key).await?;
+        Ok(())
+    }
+
+    /// Number of ids in the queue (due, deferred and running).
+    pub async fn depth(&self) -> Result<i64, QueueError> {
+        let mut con = self.redis.clone();
+        Ok(con.zcard(&self.name).await?)
+    }
+
+    /// Is the job known to Redis at all (queued, deferred, running, or with a result)?
+    pub async fn knows(&self, job_id: &str) -> Result<bool, QueueError> {
+        let mut con = self.redis.clone();
+        let mut pipe = redis::pipe();
+        pipe.zscore(&self.name, job_id)
+            .exists(format!("{RESULT_PREFIX}{job_id}"))
+            .exists(format!("{IN_PROGRESS_PREFIX}{job_id}"));
+        let (score, result, running): (Option<f64>, bool, bool) = pipe.query_async(&mut con).await?;
+        Ok(score.is_some() || result || running)
+    }
+}
+
+fn parse_claims(reply: Value) -> Result<Vec<Claimed>, QueueError> {
+    let Value::Array(items) = reply else {
+        return Err(QueueError::Protocol(format!("claim returned {reply:?}")));
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            let Value::Array(fields) = item else {
+                return Err(QueueError::Protocol("claim item is not an array".into()));
+            };
+            let mut it = fields.into_iter();
+            let job_id = match it.next() {
+                Some(Value::BulkString(b)) => String::from_utf8_lossy(&b).into_owned(),
+                other => return Err(QueueError::Protocol(format!("job id {other:?}"))),
+            };
+            let job_bytes = match it.next() {
+                Some(Value::BulkString(b)) => Some(b),
+                _ => None,
+            };
+            let job_try = match it.next() {
+                Some(Value::Int(i)) => i,
+                other => return Err(QueueError::Protocol(format!("try {other:?}"))),
+            };
+            let abort_requested = matches!(it.next(), Some(Value::Int(1)));
+            let score = match it.next() {
+                Some(Value::BulkString(b)) => String::from_utf8_lossy(&b).parse::<f64>().unwrap_or(0.0) as i64,
+                _ => 0,
+            };
+            Ok(Claimed {
+                job_id,
+                job_bytes,
+                job_try,
+                abort_requested,
+                score,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,401 @@
+//! Typed settings and their loading: `config/default.toml` (compiled in) <
+//! `--config FILE` < `DOCULEARN_*` environment variables. Any unknown, missing
+//! or invalid setting becomes one [`ConfigError`] line naming the setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The defaults, compiled into the binary so it runs from any directory.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub log: LogSettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub queue: QueueSettings,
+    pub progress: ProgressSettings,
+    pub auth: AuthSettings,
+    pub pipeline: PipelineSettings,
+    pub embedding: EmbeddingSettings,
+    pub faults: FaultSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub listen: SocketAddr,
+    pub max_upload_bytes: u64,
+    pub max_request_bytes: u64,
+    pub dev_mode: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub create_if_missing: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: SecretString,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Serializer {
+    Pickle,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    pub name: String,
+    pub serializer: Serializer,
+    pub job_expires_secs: u64,
+    pub max_jobs: usize,
+    pub poll_interval_ms: u64,
+    pub job_timeout_secs: u64,
+    pub lease_secs: u64,
+    pub max_tries: u32,
+    pub keep_result_secs: u64,
+    pub health_check_interval_secs: u64,
+    pub shutdown_grace_secs: u64,
+}
+
+impl QueueSettings {
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+    pub fn job_timeout(&self) -> Duration {
+        Duration::from_secs(self.job_timeout_secs)
+    }
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressSettings {
+    pub channel: String,
+    pub min_event_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub jwt_secret: SecretString,
+    pub issuer: String,
+    pub audience: String,
+    pub token_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSettings {
+    pub chunk_size: usize,
+    pub chunk_overlap: usize,
+    pub extract_in_subprocess: bool,
+    pub extract_memory_mb: u64,
+    pub extract_timeout_secs: u64,
+    pub max_pdf_pages: usize,
+    pub max_decompressed_mb: u64,
+    pub max_pdf_objects: usize,
+    pub max_nesting_depth: usize,
+    pub max_text_chars: usize,
+    pub download_timeout_secs: u64,
+    pub max_download_bytes: u64,
+    pub url_allow_private: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Local,
+    Openai,
+    Ollama,
+    Hash,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingSettings {
+    pub provider: Provider,
+    pub model: String,
+    pub dimension: usize,
+    pub batch_size: usize,
+    pub base_url: String,
+    pub api_key: SecretString,
+    pub request_timeout_secs: u64,
+    pub model_dir: PathBuf,
+    pub max_seq_len: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSettings {
+    pub panic_in_stage: String,
+    pub panic_times: u32,
+}
+
+/// A setting that stops start-up. `Display` is the one line an operator reads.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: cannot read {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("config: setting `{setting}`: {reason}")]
+    Setting { setting: String, reason: String },
+}
+
+fn invalid(setting: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Setting {
+        setting: setting.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Environment variables with our prefix that belong to scripts and tests, not
+/// to the daemon; they are ignored rather than reported as unknown settings.
+const SCRIPT_ONLY_ENV: &[&str] = &["corpus", "model_dir", "data_dir", "test_log"];
+
+impl Settings {
+    /// Loads defaults < optional file < environment, then validates.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Self::load_from(file, Env::prefixed("DOCULEARN_"))
+    }
+
+    fn load_from(file: Option<&Path>, env: Env) -> Result<Settings, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            figment = figment.merge(Toml::string(&text));
+        }
+        let env = env.ignore(SCRIPT_ONLY_ENV).map(|key| {
+            let key = key.as_str().to_ascii_lowercase();
+            match key.as_str() {
+                "database_url" => "database.url".into(),
+                "redis_url" => "redis.url".into(),
+                _ => key.replace("__", ".").into(),
+            }
+        });
+        figment = figment.merge(env);
+        let settings: Settings = figment.extract().map_err(|e| {
+            // figment reports the first error with the path to the offending key.
+            let mut path = e.path.join(".");
+            let reason = match &e.kind {
+                figment::error::Kind::UnknownField(field, _) => {
+                    if !path.ends_with(field.as_str()) {
+                        if !path.is_empty() {
+                            path.push('.');
+                        }
+                        path.push_str(field);
+                    }
+                    "unknown setting (check the spelling against config/default.toml)".to_string()
+                }
+                figment::error::Kind::MissingField(field) => {
+                    if !path.ends_with(field.as_ref()) {
+                        if !path.is_empty() {
+                            path.push('.');
+                        }
+                        path.push_str(field);
+                    }
+                    "missing".to_string()
+                }
+                other => other.to_string(),
+            };
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| format!(" (from {})", m.name))
+                .unwrap_or_default();
+            invalid(&path, format!("{reason}{source}"))
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks that values make sense together; names the first bad setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.auth.jwt_secret.expose_secret().len() < 32 {
+            return Err(invalid(
+                "auth.jwt_secret",
+                "must be set to at least 32 characters (DOCULEARN_AUTH__JWT_SECRET); scripts/dev.sh generates one",
+            ));
+        }
+        let db = self.database.url.expose_secret();
+        if !(db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+            return Err(invalid("database.url", "must be a postgres:// URL"));
+        }
+        let redis = self.redis.url.expose_secret();
+        if !(redis.starts_with("redis://") || redis.starts_with("rediss://")) {
+            return Err(invalid("redis.url", "must be a redis:// URL"));
+        }
+        if self.queue.name.trim().is_empty() {
+            return Err(invalid("queue.name", "must not be empty"));
+        }
+        if self.queue.max_jobs == 0 {
+            return Err(invalid("queue.max_jobs", "must be at least 1"));
+        }
+        if self.queue.max_tries == 0 {
+            return Err(invalid("queue.max_tries", "must be at least 1"));
+        }
+        if self.queue.lease_secs < 3 {
+            return Err(invalid("queue.lease_secs", "must be at least 3"));
+        }
+        if self.queue.poll_interval_ms == 0 {
+            return Err(invalid("queue.poll_interval_ms", "must be at least 1"));
+        }
+        if self.pipeline.chunk_size < 50 {
+            return Err(invalid("pipeline.chunk_size", "must be at least 50"));
+        }
+        if self.pipeline.chunk_overlap >= self.pipeline.chunk_size {
+            return Err(invalid(
+                "pipeline.chunk_overlap",
+                "must be smaller than pipeline.chunk_size",
+            ));
+        }
+        if self.embedding.batch_size == 0 || self.embedding.batch_size > 2048 {
+            return Err(invalid("embedding.batch_size", "must be between 1 and 2048"));
+        }
+        match self.embedding.provider {
+            Provider::Openai if self.embedding.api_key.expose_secret().is_empty() => {
+                return Err(invalid(
+                    "embedding.api_key",
+                    "must be set when embedding.provider is \"openai\"",
+                ));
+            }
+            Provider::Local if self.embedding.max_seq_len == 0 || self.embedding.max_seq_len > 512 => {
+                return Err(invalid("embedding.max_seq_len", "must be between 1 and 512"));
+            }
+            _ => {}
+        }
+        if !self.faults.panic_in_stage.is_empty()
+            && !["downloading", "extracting", "chunking", "embedding", "storing"]
+                .contains(&self.faults.panic_in_stage.as_str())
+        {
+            return Err(invalid(
+                "faults.panic_in_stage",
+                "must be one of downloading, extracting, chunking, embedding, storing",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Effective model name for the configured provider.
+    pub fn embedding_model(&self) -> String {
+        if !self.embedding.model.is_empty() {
+            return self.embedding.model.clone();
+        }
+        match self.embedding.provider {
+            Provider::Local => "sentence-transformers/all-MiniLM-L6-v2".into(),
+            Provider::Openai => "text-embedding-3-small".into(),
+            Provider::Ollama => "nomic-embed-text".into(),
+            Provider::Hash => "doculearn/feature-hash".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn defaults_need_a_secret_and_say_which_setting() {
+        let mut out = None;
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            out = Some(Settings::load(None).unwrap_err().to_string());
+            Ok(())
+        });
+        let line = out.unwrap();
+        assert!(line.contains("`auth.jwt_secret`"), "{line}");
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn env_overrides_and_names_bad_values() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("DOCULEARN_AUTH__JWT_SECRET", SECRET);
+            jail.set_env("DOCULEARN_DATABASE_URL", "postgres://x@127.0.0.1/y");
+            jail.set_env("DOCULEARN_QUEUE__MAX_JOBS", "7");
+            let s = Settings::load(None).expect("valid");
+            assert_eq!(s.queue.max_jobs, 7);
+            assert_eq!(s.database.url.expose_secret(), "postgres://x@127.0.0.1/y");
+
+            jail.set_env("DOCULEARN_QUEUE__MAX_JOBS", "many");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("`queue.max_jobs`"), "{err}");
+
+            jail.set_env("DOCULEARN_QUEUE__MAX_JOBS", "2");
+            jail.set_env("DOCULEARN_QUEUE__MAX_JOBZ", "2");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("`queue.max_jobz`"), "{err}");
+            assert!(err.contains("unknown setting"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_layer_sits_between_defaults_and_env() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file(
+                "over.toml",
+                &format!("[auth]\njwt_secret = \"{SECRET}\"\n[pipeline]\nchunk_size = 500\nchunk_overlap = 100\n"),
+            )?;
+            let s = Settings::load(Some(Path::new("over.toml"))).expect("valid");
+            assert_eq!(s.pipeline.chunk_size, 500);
+            jail.set_env("DOCULEARN_PIPELINE__CHUNK_OVERLAP", "600");
+            let err = Settings::load(Some(Path::new("over.toml"))).unwrap_err().to_string();
+            assert!(err.contains("`pipeline.chunk_overlap`"), "{err}");
+            let err = Settings::load(Some(Path::new("missing.toml"))).unwrap_err().to_string();
+            assert!(err.contains("missing.toml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn wrong_enum_value_is_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("DOCULEARN_AUTH__JWT_SECRET", SECRET);
+            jail.set_env("DOCULEARN_EMBEDDING__PROVIDER", "gpt");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("`embedding.provider`"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,593 @@
+//! Every SQL statement the daemon runs, grouped by table. Writes that a
+//! worker makes on behalf of a job are fenced by the job's `attempt`: a stale
+//! worker's write matches no row and changes nothing.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::types::Json;
+use sqlx::{AssertSqlSafe, ConnectOptions, Executor, PgPool, Postgres, Row};
+use std::str::FromStr;
+use uuid::Uuid;
+
+use crate::domain::{EventType, ProgressEvent, Stage};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Opens the pool, creating the database first when allowed and missing.
+pub async fn connect(url: &str, max_connections: u32, create_if_missing: bool) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(url)?;
+    if create_if_missing {
+        let db_name = options.get_database().unwrap_or("postgres").to_string();
+        let admin = options.clone().database("postgres");
+        let mut conn = admin.connect().await?;
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&db_name)
+            .fetch_one(&mut conn)
+            .await?;
+        if !exists {
+            let ident = db_name.replace('"', "\"\"");
+            // CREATE DATABASE takes no bind parameters; the name is quoted above.
+            match conn
+                .execute(AssertSqlSafe(format!("CREATE DATABASE \"{ident}\"")))
+                .await
+            {
+                Ok(_) => tracing::info!(database = %db_name, "created database"),
+                // Two instances starting at once: the loser sees duplicate_database.
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .connect_with(options)
+        .await?;
+    Ok(pool)
+}
+
+// ---------------------------------------------------------------- documents
+
+/// A document as its owner sees it, with its job's state.
+#[derive(Debug, Clone, Serialize)]
+pub struct DocumentView {
+    pub id: Uuid,
+    pub name: String,
+    pub content_type: String,
+    pub detected_type: Option<String>,
+    pub size_bytes: i64,
+    pub sha256: Option<String>,
+    pub source_url: Option<String>,
+    pub batch_id: Option<Uuid>,
+    pub pages: Option<i32>,
+    pub chunk_count: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    pub job_id: String,
+    pub stage: String,
+    pub progress: f64,
+    pub message: Option<String>,
+    pub error: Option<String>,
+    pub failed_stage: Option<String>,
+    pub attempt: i32,
+    pub seq: i64,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+const DOCUMENT_VIEW_SQL: &str =
+    "SELECT d.id, d.name, d.content_type, d.detected_type, d.size_bytes, d.sha256, d.source_url, \
+     d.batch_id, d.pages, d.chunk_count, d.created_at, j.job_id, j.stage, j.progress, j.message, j.error, \
+     j.failed_stage, j.attempt, j.seq, j.started_at, j.completed_at \
+     FROM documents d JOIN job_progress j ON j.document_id = d.id";
+
+fn document_view(row: &sqlx::postgres::PgRow) -> Result<DocumentView, sqlx::Error> {
+    Ok(DocumentView {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        content_type: row.try_get("content_type")?,
+        detected_type: row.try_get("detected_type")?,
+        size_bytes: row.try_get("size_bytes")?,
+        sha256: row.try_get("sha256")?,
+        source_url: row.try_get("source_url")?,
+        batch_id: row.try_get("batch_id")?,
+        pages: row.try_get("pages")?,
+        chunk_count: row.try_get("chunk_count")?,
+        created_at: row.try_get("created_at")?,
+        job_id: row.try_get("job_id")?,
+        stage: row.try_get("stage")?,
+        progress: row.try_get("progress")?,
+        message: row.try_get("message")?,
+        error: row.try_get("error")?,
+        failed_stage: row.try_get("failed_stage")?,
+        attempt: row.try_get("attempt")?,
+        seq: row.try_get("seq")?,
+        started_at: row.try_get("started_at")?,
+        completed_at: row.try_get("completed_at")?,
+    })
+}
+
+pub struct NewDocument<'a> {
+    pub id: Uuid,
+    pub owner_id: Uuid,
+    pub name: &'a str,
+    pub content_type: &'a str,
+    pub content: Option<&'a [u8]>,
+    pub sha256: Option<&'a str>,
+    pub source_url: Option<&'a str>,
+    pub batch_id: Option<Uuid>,
+}
+
+/// Inserts the document and its `queued` job row.
+pub async fn insert_document(
+    conn: &mut sqlx::PgConnection,
+    doc: &NewDocument<'_>,
+    job_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO documents (id, owner_id, name, content_type, size_bytes, sha256, content, source_url, batch_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(doc.id)
+    .bind(doc.owner_id)
+    .bind(doc.name)
+    .bind(doc.content_type)
+    .bind(doc.content.map(|c| c.len() as i64).unwrap_or(0))
+    .bind(doc.sha256)
+    .bind(doc.content)
+    .bind(doc.source_url)
+    .bind(doc.batch_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO job_progress (job_id, document_id, user_id, batch_id, stage, progress, message) \
+         VALUES ($1, $2, $3, $4, 'queued', 0.0, 'Document processing queued')",
+    )
+    .bind(job_id)
+    .bind(doc.id)
+    .bind(doc.owner_id)
+    .bind(doc.batch_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn list_documents(pool: &PgPool, owner: Uuid, limit: i64) -> Result<Vec<DocumentView>, sqlx::Error> {
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "{DOCUMENT_VIEW_SQL} WHERE d.owner_id = $1 ORDER BY d.created_at DESC, d.id LIMIT $2"
+    )))
+    .bind(owner)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(document_view).collect()
+}
+
+/// The document if it exists and belongs to `owner` (else `None`: callers answer 404).
+pub async fn get_document(pool: &PgPool, owner: Uuid, id: Uuid) -> Result<Option<DocumentView>, sqlx::Error> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "{DOCUMENT_VIEW_SQL} WHERE d.owner_id = $1 AND d.id = $2"
+    )))
+    .bind(owner)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(document_view).transpose()
+}
+
+pub async fn get_document_by_job(
+    pool: &PgPool,
+    owner: Uuid,
+    job_id: &str,
+) -> Result<Option<DocumentView>, sqlx::Error> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "{DOCUMENT_VIEW_SQL} WHERE d.owner_id = $1 AND j.job_id = $2"
+    )))
+    .bind(owner)
+    .bind(job_id)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(document_view).transpose()
+}
+
+/// Deletes a document with its chunks and job rows; true if it existed.
+pub async fn delete_document(pool: &PgPool, owner: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM documents WHERE owner_id = $1 AND id = $2")
+        .bind(owner)
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// What a worker needs to know about a document before processing it.
+#[derive(Debug, Clone)]
+pub struct DocumentSource {
+    pub id: Uuid,
+    pub owner_id: Uuid,
+    pub name: String,
+    pub content_type: String,
+    pub source_url: Option<String>,
+    pub has_content: bool,
+    pub size_bytes: i64,
+}
+
+pub async fn document_source(pool: &PgPool, id: Uuid) -> Result<Option<DocumentSource>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT id, owner_id, name, content_type, source_url, content IS NOT NULL AS has_content, size_bytes \
+         FROM documents WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|r| {
+        Ok(DocumentSource {
+            id: r.try_get("id")?,
+            owner_id: r.try_get("owner_id")?,
+            name: r.try_get("name")?,
+            content_type: r.try_get("content_type")?,
+            source_url: r.try_get("source_url")?,
+            has_content: r.try_get("has_content")?,
+            size_bytes: r.try_get("size_bytes")?,
+        })
+    })
+    .transpose()
+}
+
+pub async fn document_content(pool: &PgPool, id: Uuid) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT content FROM documents WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map(Option::flatten)
+}
+
+/// Keeps the bytes a URL document's downloading stage fetched.
+pub async fn save_downloaded(
+    pool: &PgPool,
+    id: Uuid,
+    bytes: &[u8],
+    sha256: &str,
+    content_type: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE documents SET content = $2, size_bytes = $3, sha256 = $4, content_type = $5, updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(bytes)
+    .bind(bytes.len() as i64)
+    .bind(sha256)
+    .bind(content_type)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_detected_type(pool: &PgPool, id: Uuid, detected: &str, pages: Option<i32>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE documents SET detected_type = $2, pages = $3, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(detected)
+        .bind(pages)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- jobs
+
+/// The job row as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    pub job_id: String,
+    pub document_id: Option<Uuid>,
+    pub batch_id: Option<Uuid>,
+    pub stage: String,
+    pub progress: f64,
+    pub message: Option<String>,
+    pub details: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub failed_stage: Option<String>,
+    pub attempt: i32,
+    pub seq: i64,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub last_update: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub document_name: Option<String>,
+}
+
+pub async fn get_job(pool: &PgPool, owner: Uuid, job_id: &str) -> Result<Option<JobView>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT j.job_id, j.document_id, j.batch_id, j.stage, j.progress, j.message, j.details, j.error, \
+         j.failed_stage, j.attempt, j.seq, j.created_at, j.started_at, j.last_update, j.completed_at, d.name \
+         FROM job_progress j LEFT JOIN documents d ON d.id = j.document_id \
+         WHERE j.job_id = $1 AND j.user_id = $2",
+    )
+    .bind(job_id)
+    .bind(owner)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|r| {
+        Ok(JobView {
+            job_id: r.try_get("job_id")?,
+            document_id: r.try_get("document_id")?,
+            batch_id: r.try_get("batch_id")?,
+            stage: r.try_get("stage")?,
+            progress: r.try_get("progress")?,
+            message: r.try_get("message")?,
+            details: r.try_get::<Option<Json<serde_json::Value>>, _>("details")?.map(|j| j.0),
+            error: r.try_get("error")?,
+            failed_stage: r.try_get("failed_stage")?,
+            attempt: r.try_get("attempt")?,
+            seq: r.try_get("seq")?,
+            created_at: r.try_get("created_at")?,
+            started_at: r.try_get("started_at")?,
+            last_update: r.try_get("last_update")?,
+            completed_at: r.try_get("completed_at")?,
+            document_name: r.try_get("name")?,
+        })
+    })
+    .transpose()
+}
+
+/// Makes sure a job row exists for a document job that was enqueued by
+/// someone else (a Python backend's `enqueue_job`) rather than our upload route.
+pub async fn ensure_job_row(pool: &PgPool, job_id: &str, document_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO job_progress (job_id, document_id, user_id, batch_id, stage, progress, message) \
+         SELECT $1, d.id, d.owner_id, d.batch_id, 'queued', 0.0, 'Document processing queued' \
+         FROM documents d WHERE d.id = $2 ON CONFLICT (job_id) DO NOTHING",
+    )
+    .bind(job_id)
+    .bind(document_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Identity of a job as a worker starts it.
+#[derive(Debug, Clone)]
+pub struct JobStart {
+    pub attempt: i32,
+    pub user_id: Uuid,
+    pub document_id: Option<Uuid>,
+    pub batch_id: Option<Uuid>,
+    pub document_name: Option<String>,
+    pub stage: Stage,
+}
+
+/// Begins a new attempt: every later write of this worker is fenced by the
+/// returned number. `None` when the job row does not exist (document deleted).
+pub async fn begin_attempt(pool: &PgPool, job_id: &str) -> Result<Option<JobStart>, sqlx::Error> {
+    let row = sqlx::query(
+        "UPDATE job_progress j SET attempt = j.attempt + 1, started_at = now(), last_update = now(), \
+         error = NULL, failed_stage = NULL, completed_at = NULL \
+         FROM job_progress old LEFT JOIN documents d ON d.id = old.document_id \
+         WHERE j.job_id = $1 AND old.id = j.id \
+         RETURNING j.attempt, j.user_id, j.document_id, j.batch_id, d.name, old.stage AS previous_stage",
+    )
+    .bind(job_id)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|r| {
+        let stage: String = r.try_get("previous_stage")?;
+        Ok(JobStart {
+            attempt: r.try_get("attempt")?,
+            user_id: r.try_get("user_id")?,
+            document_id: r.try_get("document_id")?,
+            batch_id: r.try_get("batch_id")?,
+            document_name: r.try_get("name")?,
+            stage: Stage::parse(&stage).unwrap_or(Stage::Queued),
+        })
+    })
+    .transpose()
+}
+
+/// Fields of an event before it has a number.
+#[derive(Debug, Clone)]
+pub struct EventRecord<'a> {
+    pub job_id: &'a str,
+    pub attempt: i32,
+    pub kind: EventType,
+    pub stage: Stage,
+    /// The stage a failure happened in (only with `Stage::Failed`).
+    pub failed_stage: Option<Stage>,
+    pub progress: f64,
+    pub message: &'a str,
+    pub details: &'a serde_json::Value,
+    pub error: Option<&'a str>,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// Writes the event into `job_progress` and `job_progress_history` in one
+/// statement and returns its `seq`; `None` when `attempt` is no longer the
+/// job's current attempt (the write was fenced off).
+pub async fn record_event<'e, E>(exec: E, ev: &EventRecord<'_>) -> Result<Option<i64>, sqlx::Error>
+where
+    E: Executor<'e, Database = Postgres>,
+{
+    let terminal = ev.stage.is_terminal();
+    sqlx::query_scalar(
+        "WITH upd AS ( \
+           UPDATE job_progress SET stage = $3, progress = $4, message = $5, details = $6, error = $7, \
+             failed_stage = $8, seq = seq + 1, last_update = $9, \
+             completed_at = CASE WHEN $11 THEN $9 ELSE NULL END \
+           WHERE job_id = $1 AND attempt = $2 RETURNING seq) \
+         INSERT INTO job_progress_history (job_id, seq, attempt, event_type, stage, progress, message, details, error, timestamp) \
+         SELECT $1, seq, $2, $10, $3, $4, $5, $6, $7, $9 FROM upd RETURNING seq",
+    )
+    .bind(ev.job_id)
+    .bind(ev.attempt)
+    .bind(ev.stage.as_str())
+    .bind(ev.progress)
+    .bind(ev.message)
+    .bind(Json(ev.details))
+    .bind(ev.error)
+    .bind(ev.failed_stage.map(Stage::as_str))
+    .bind(ev.timestamp)
+    .bind(ev.kind.as_str())
+    .bind(terminal)
+    .fetch_optional(exec)
+    .await
+}
+
+/// Stored events of a job (owned by `owner`) with `seq > after`, in order.
+pub async fn history(
+    pool: &PgPool,
+    owner: Uuid,
+    job_id: &str,
+    after: i64,
+) -> Result<Option<Vec<ProgressEvent>>, sqlx::Error> {
+    let owner_row = sqlx::query(
+        "SELECT j.document_id, j.batch_id, d.name FROM job_progress j LEFT JOIN documents d ON d.id = j.document_id \
+         WHERE j.job_id = $1 AND j.user_id = $2",
+    )
+    .bind(job_id)
+    .bind(owner)
+    .fetch_optional(pool)
+    .await?;
+    let Some(owner_row) = owner_row else {
+        return Ok(None);
+    };
+    let document_id: Option<Uuid> = owner_row.try_get("document_id")?;
+    let batch_id: Option<Uuid> = owner_row.try_get("batch_id")?;
+    let name: Option<String> = owner_row.try_get("name")?;
+    let rows = sqlx::query(
+        "SELECT seq, attempt, event_type, stage, progress, message, details, error, timestamp \
+         FROM job_progress_history WHERE job_id = $1 AND seq > $2 ORDER BY seq",
+    )
+    .bind(job_id)
+    .bind(after)
+    .fetch_all(pool)
+    .await?;
+    let mut events = Vec::with_capacity(rows.len());
+    for r in rows {
+        let kind: String = r.try_get("event_type")?;
+        let stage: String = r.try_get("stage")?;
+        events.push(ProgressEvent {
+            kind: EventType::parse(&kind).unwrap_or(EventType::JobProgress),
+            job_id: job_id.to_string(),
+            document_id,
+            batch_id,
+            stage: Stage::parse(&stage).unwrap_or(Stage::Queued),
+            progress: r.try_get("progress")?,
+            message: r.try_get::<Option<String>, _>("message")?.unwrap_or_default(),
+            details: r
+                .try_get::<Option<Json<serde_json::Value>>, _>("details")?
+                .map(|j| j.0)
+                .unwrap_or(serde_json::Value::Null),
+            error: r.try_get("error")?,
+            seq: r.try_get("seq")?,
+            attempt: r.try_get("attempt")?,
+            timestamp: r.try_get("timestamp")?,
+            document_name: name.clone(),
+        });
+    }
+    Ok(Some(events))
+}
+
+/// Is `attempt` still the job's current attempt? Locks the job row until the
+/// transaction ends, so a new attempt cannot start in between.
+pub async fn lock_attempt(conn: &mut sqlx::PgConnection, job_id: &str, attempt: i32) -> Result<bool, sqlx::Error> {
+    let current: Option<i32> = sqlx::query_scalar("SELECT attempt FROM job_progress WHERE job_id = $1 FOR UPDATE")
+        .bind(job_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(current == Some(attempt))
+}
+
+/// Puts a failed or completed job back to `queued` for a re-run; returns the
+/// job's attempt (the `queued` event is written with it).
+pub async fn requeue(pool: &PgPool, owner: Uuid, job_id: &str) -> Result<Option<i32>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE job_progress SET stage = 'queued', progress = 0, error = NULL, failed_stage = NULL, \
+         completed_at = NULL, last_update = now() \
+         WHERE job_id = $1 AND user_id = $2 AND stage IN ('failed', 'completed') RETURNING attempt",
+    )
+    .bind(job_id)
+    .bind(owner)
+    .fetch_optional(pool)
+    .await
+}
+
+// ---------------------------------------------------------------- embeddings
+
+/// Id of the (name, dimension) model, registering it on first use.
+pub async fn ensure_model(pool: &PgPool, name: &str, dimension: usize) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO embedding_models (name, dimension) VALUES ($1, $2) \
+         ON CONFLICT (name, dimension) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+    )
+    .bind(name)
+    .bind(dimension as i32)
+    .fetch_one(pool)
+    .await
+}
+
+/// Creates the model's partial HNSW index when it is missing.
+pub async fn ensure_vector_index(pool: &PgPool, model_id: i32, dimension: usize) -> Result<(), sqlx::Error> {
+    let sql = format!(
+        "CREATE INDEX IF NOT EXISTS chunks_embedding_m{model_id}_hnsw ON chunks \
+         USING hnsw ((embedding::vector({dimension})) vector_cosine_ops) WHERE model_id = {model_id}"
+    );
+    // Integers only: model_id comes from the database, dimension from typed config.
+    sqlx::query(AssertSqlSafe(sql)).execute(pool).await?;
+    Ok(())
+}
+
+/// One search hit.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchHit {
+    pub document_id: Uuid,
+    pub document_name: String,
+    pub chunk_index: i32,
+    pub page: Option<i32>,
+    pub content: String,
+    pub score: f64,
+}
+
+/// The caller's best chunks by cosine similarity, through the model's HNSW
+/// index with pgvector's iterative scan so the owner filter cannot starve it.
+pub async fn search(
+    pool: &PgPool,
+    owner: Uuid,
+    model_id: i32,
+    dimension: usize,
+    query: &pgvector::Vector,
+    k: i64,
+    document_ids: Option<&[Uuid]>,
+) -> Result<Vec<SearchHit>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SET LOCAL hnsw.ef_search = 100").execute(&mut *tx).await?;
+    let sql = format!(
+        "SELECT c.document_id, d.name, c.chunk_index, c.page, c.content, \
+                1 - (c.embedding::vector({dimension}) <=> $1::vector({dimension})) AS score \
+         FROM chunks c JOIN documents d ON d.id = c.document_id \
+         WHERE c.model_id = $2 AND d.owner_id = $3 AND ($5::uuid[] IS NULL OR c.document_id = ANY($5)) \
+         ORDER BY c.embedding::vector({dimension}) <=> $1::vector({dimension}) LIMIT $4"
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(query)
+        .bind(model_id)
+        .bind(owner)
+        .bind(k)
+        .bind(document_ids)
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    rows.iter()
+        .map(|r| {
+            Ok(SearchHit {
+                document_id: r.try_get("document_id")?,
+                document_name: r.try_get("name")?,
+                chunk_index: r.try_get("chunk_index")?,
+                page: r.try_get("page")?,
+                content: r.try_get("content")?,
+                score: r.try_get("score")?,
+            })
+        })
+        .collect()
+}

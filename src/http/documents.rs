@@ -1,0 +1,337 @@
+//! Documents: upload (multipart files, or `{"url": ...}`), list, inspect,
+//! delete. An accepted document is stored, gets its `queued` job row and
+//! first event, and is enqueued on the arq queue as `doc:{id}`.
+
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::auth::AuthUser;
+use super::error::ApiError;
+use super::AppState;
+use crate::arq::{now_ms, JobDef, PyValue};
+use crate::db::{self, EventRecord, NewDocument};
+use crate::domain::{job_id_for, EventType, ProgressEvent, Stage};
+use crate::jobs::PROCESS_DOCUMENT;
+
+/// A file name safe to store and show: no path, no control characters, at
+/// most 255 characters.
+pub fn clean_name(raw: &str) -> String {
+    let base = raw.rsplit(['/', '\\']).next().unwrap_or(raw);
+    let cleaned: String = base.chars().filter(|c| !c.is_control()).take(255).collect();
+    let cleaned = cleaned.trim().trim_matches('.').trim();
+    if cleaned.is_empty() {
+        "upload".to_string()
+    } else {
+        cleaned.to_string()
+    }
+}
+
+/// A declared content type, reduced to `type/subtype` (it is only a hint).
+pub fn clean_content_type(raw: Option<&str>) -> String {
+    let ct = raw.unwrap_or("application/octet-stream");
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let valid = essence.len() <= 100
+        && essence.split('/').count() == 2
+        && essence
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/.+-_".contains(c));
+    if valid {
+        essence
+    } else {
+        "application/octet-stream".into()
+    }
+}
+
+/// Stores a document and enqueues its job. Returns `{document_id, job_id, status}`.
+pub async fn accept(
+    state: &AppState,
+    owner: Uuid,
+    name: &str,
+    content_type: &str,
+    content: Option<&[u8]>,
+    url: Option<&str>,
+    batch_id: Option<Uuid>,
+) -> Result<Value, ApiError> {
+    let s = &state.services;
+    let id = Uuid::new_v4();
+    let job_id = job_id_for(id);
+    let sha = content.map(|c| hex::encode(Sha256::digest(c)));
+    let doc = NewDocument {
+        id,
+        owner_id: owner,
+        name,
+        content_type,
+        content,
+        sha256: sha.as_deref(),
+        source_url: url,
+        batch_id,
+    };
+    let message = "Document processing queued";
+    let details = json!({});
+    let timestamp = chrono::Utc::now();
+    let mut tx = s.db.begin().await?;
+    db::insert_document(&mut tx, &doc, &job_id).await?;
+    let seq = db::record_event(
+        &mut *tx,
+        &EventRecord {
+            job_id: &job_id,
+            attempt: 0,
+            kind: EventType::JobQueued,
+            stage: Stage::Queued,
+            failed_stage: None,
+            progress: 0.0,
+            message,
+            details: &details,
+            error: None,
+            timestamp,
+        },
+    )
+    .await?
+    .ok_or_else(|| anyhow::anyhow!("new job row not found"))?;
+    tx.commit().await?;
+
+    let job = JobDef {
+        job_try: None,
+        function: PROCESS_DOCUMENT.into(),
+        args: vec![PyValue::Str(id.to_string()), PyValue::Str(owner.to_string())],
+        kwargs: vec![],
+        enqueue_time_ms: now_ms(),
+    };
+    let expires_ms = (s.settings.queue.job_expires_secs * 1000) as i64;
+    match s.queue.enqueue(&job_id, &job, 0, Some(expires_ms)).await {
+        Ok(true) => {}
+        Ok(false) => {
+            // A fresh UUID cannot collide; if it somehow did, do not lose the upload silently.
+            db::delete_document(&s.db, owner, id).await?;
+            return Err(ApiError::Conflict(format!("job {job_id} already exists")));
+        }
+        Err(e) => {
+            let _ = db::delete_document(&s.db, owner, id).await;
+            return Err(e.into());
+        }
+    }
+    let event = ProgressEvent {
+        kind: EventType::JobQueued,
+        job_id: job_id.clone(),
+        document_id: Some(id),
+        batch_id,
+        stage: Stage::Queued,
+        progress: 0.0,
+        message: message.into(),
+        details,
+        error: None,
+        seq,
+        attempt: 0,
+        timestamp,
+        document_name: Some(name.to_string()),
+    };
+    s.publisher.publish(owner, &event).await;
+    tracing::info!(document_id = %id, job_id = %job_id, user_id = %owner, bytes = content.map(|c| c.len()).unwrap_or(0), "document accepted");
+    Ok(json!({ "document_id": id, "job_id": job_id, "status": "queued" }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UrlUpload {
+    url: String,
+    name: Option<String>,
+}
+
+/// One file read from a multipart upload.
+pub struct UploadedFile {
+    pub name: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Reads every file field of a multipart body, enforcing the per-file limit.
+pub async fn read_files(mut multipart: Multipart, max_file: u64) -> Result<Vec<UploadedFile>, ApiError> {
+    let mut files = Vec::new();
+    loop {
+        let field = multipart.next_field().await.map_err(multipart_error)?;
+        let Some(mut field) = field else { break };
+        let Some(file_name) = field.file_name().map(clean_name) else {
+            // Plain form fields carry no file; ignore them.
+            continue;
+        };
+        let content_type = clean_content_type(field.content_type());
+        let mut bytes = Vec::new();
+        while let Some(piece) = field.chunk().await.map_err(multipart_error)? {
+            if bytes.len() as u64 + piece.len() as u64 > max_file {
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "“{file_name}” is larger than the upload limit of {max_file} bytes"
+                )));
+            }
+            bytes.extend_from_slice(&piece);
+        }
+        files.push(UploadedFile {
+            name: file_name,
+            content_type,
+            bytes,
+        });
+    }
+    Ok(files)
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge("the upload is larger than the request limit".into())
+    } else {
+        ApiError::BadRequest(format!("the multipart body is malformed: {}", e.body_text()))
+    }
+}
+
+fn url_name(url: &reqwest::Url) -> String {
+    let last = url
+        .path_segments()
+        .and_then(|mut s| s.next_back().map(str::to_string))
+        .filter(|s| !s.is_empty());
+    clean_name(&last.unwrap_or_else(|| url.host_str().unwrap_or("download").to_string()))
+}
+
+/// `POST /api/v1/documents`: 202 with `{document_id, job_id, status}` for one
+/// file or a URL, a JSON array of those for several files.
+pub async fn upload(
+    State(state): State<AppState>,
+    user: AuthUser,
+    req: Request,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if ct.starts_with("application/json") {
+        let Json(body) = Json::<UrlUpload>::from_request(req, &state)
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("expected {{\"url\": \"https://...\"}}: {}", e.body_text())))?;
+        let url = reqwest::Url::parse(body.url.trim())
+            .map_err(|_| ApiError::BadRequest(format!("“{}” is not a valid URL", body.url)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ApiError::BadRequest("only http and https URLs can be ingested".into()));
+        }
+        let name = body.name.as_deref().map(clean_name).unwrap_or_else(|| url_name(&url));
+        let out = accept(
+            &state,
+            user.user_id,
+            &name,
+            "application/octet-stream",
+            None,
+            Some(url.as_str()),
+            None,
+        )
+        .await?;
+        return Ok((StatusCode::ACCEPTED, Json(out)));
+    }
+    if !ct.starts_with("multipart/form-data") {
+        return Err(ApiError::UnsupportedMediaType(
+            "send multipart/form-data with one or more files, or JSON {\"url\": ...}".into(),
+        ));
+    }
+    let multipart = Multipart::from_request(req, &state)
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("the multipart body is malformed: {}", e.body_text())))?;
+    let files = read_files(multipart, state.services.settings.http.max_upload_bytes).await?;
+    if files.is_empty() {
+        return Err(ApiError::BadRequest(
+            "the upload has no file (send a multipart field with a filename)".into(),
+        ));
+    }
+    let mut out = Vec::with_capacity(files.len());
+    for f in &files {
+        out.push(
+            accept(
+                &state,
+                user.user_id,
+                &f.name,
+                &f.content_type,
+                Some(&f.bytes),
+                None,
+                None,
+            )
+            .await?,
+        );
+    }
+    let body = if out.len() == 1 {
+        out.pop().expect("one")
+    } else {
+        Value::Array(out)
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    limit: Option<i64>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(200).clamp(1, 1000);
+    let docs = db::list_documents(&state.services.db, user.user_id, limit).await?;
+    Ok(Json(json!({ "documents": docs })))
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("no such document".into()))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let doc = db::get_document(&state.services.db, user.user_id, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such document".into()))?;
+    Ok(Json(serde_json::to_value(doc).map_err(anyhow::Error::from)?))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_id(&id)?;
+    if !db::delete_document(&state.services.db, user.user_id, id).await? {
+        return Err(ApiError::NotFound("no such document".into()));
+    }
+    // A queued job would only find its document gone; stop it early if it is still here.
+    let job_id = job_id_for(id);
+    let _ = ractor::call!(state.supervisor, |reply| crate::actors::SupervisorMsg::Cancel {
+        job_id,
+        reply
+    });
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_types_are_cleaned() {
+        assert_eq!(clean_name("../../etc/passwd"), "passwd");
+        assert_eq!(clean_name("C:\\x\\report.pdf"), "report.pdf");
+        assert_eq!(clean_name("a\u{0}b\nc.pdf"), "abc.pdf");
+        assert_eq!(clean_name(""), "upload");
+        assert_eq!(clean_name(".."), "upload");
+        assert_eq!(clean_name(&"x".repeat(1000)).len(), 255);
+        assert_eq!(
+            clean_content_type(Some("Application/PDF; charset=x")),
+            "application/pdf"
+        );
+        assert_eq!(clean_content_type(Some("evil\r\nheader")), "application/octet-stream");
+        assert_eq!(clean_content_type(None), "application/octet-stream");
+    }
+}

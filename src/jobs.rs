@@ -1,0 +1,120 @@
+//! Ending a job on both records: the arq result in Redis (what arq's client
+//! reads) and, for document jobs, the `failed` event in Postgres (what users
+//! see). Used by the document actor and by the supervisor for jobs that never
+//! got an actor (expired, undecodable, unknown function, too many tries) or
+//! whose actor crashed too often.
+
+use rand::Rng;
+use std::time::Duration;
+
+use crate::arq::wire::{job_execution_failed, JobResult};
+use crate::arq::{now_ms, Claimed, JobDef, PyValue};
+use crate::db;
+use crate::domain::{document_id_of, Stage};
+use crate::progress::Reporter;
+use crate::services::Services;
+
+/// The function name doculearn's workers run.
+pub const PROCESS_DOCUMENT: &str = "process_document";
+
+/// Writes the arq result of a claimed job and removes it from the queue.
+pub async fn arq_finish(
+    services: &Services,
+    claimed: &Claimed,
+    job: Option<&JobDef>,
+    start_ms: i64,
+    success: bool,
+    r: PyValue,
+) {
+    let result = JobResult {
+        job_try: claimed.job_try,
+        function: job.map(|j| j.function.clone()).unwrap_or_else(|| "<unknown>".into()),
+        args: job.map(|j| j.args.clone()).unwrap_or_default(),
+        kwargs: job.map(|j| j.kwargs.clone()).unwrap_or_default(),
+        enqueue_time_ms: job.map(|j| j.enqueue_time_ms).unwrap_or(0),
+        success,
+        result: r,
+        start_ms,
+        finish_ms: now_ms(),
+        queue: services.queue.name.clone(),
+        job_id: claimed.job_id.clone(),
+    };
+    let counter = if success {
+        &services.stats.complete
+    } else {
+        &services.stats.failed
+    };
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let keep_ms = (services.settings.queue.keep_result_secs * 1000) as i64;
+    if let Err(e) = services.queue.finish(&claimed.job_id, &result, keep_ms).await {
+        // The lease runs out and the job is claimed again; the re-run sees the
+        // terminal state in Postgres and only writes this result.
+        tracing::error!(job_id = %claimed.job_id, error = %e, "cannot store the job result in redis");
+    }
+}
+
+/// Hands a job back to the queue for a later try, `defer` from now.
+pub async fn arq_retry(services: &Services, claimed: &Claimed, defer: Duration) {
+    services
+        .stats
+        .retried
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Err(e) = services.queue.retry(&claimed.job_id, defer.as_millis() as i64).await {
+        tracing::error!(job_id = %claimed.job_id, error = %e, "cannot hand the job back; its lease will expire instead");
+    }
+}
+
+/// Exponential backoff with full jitter: 1 s, 2 s, 4 s ... capped at 60 s.
+pub fn backoff(job_try: i64) -> Duration {
+    let exp = (job_try.clamp(1, 7) - 1) as u32;
+    let cap_ms = (1000u64 << exp).min(60_000);
+    let jitter = rand::rng().random_range(cap_ms / 2..=cap_ms);
+    Duration::from_millis(jitter)
+}
+
+/// Fails a job no actor runs: arq gets `exception`, and a document job's row
+/// gets a `failed` event in the stage it had reached (a new attempt fences
+/// off whatever older worker might still be running it).
+pub async fn fail_without_actor(
+    services: &Services,
+    claimed: &Claimed,
+    job: Option<&JobDef>,
+    reason: &str,
+    exception: PyValue,
+) {
+    let start_ms = now_ms();
+    if document_id_of(&claimed.job_id).is_some() {
+        match db::begin_attempt(&services.db, &claimed.job_id).await {
+            Ok(Some(start)) => {
+                let failed_in = if start.stage.is_terminal() || start.stage == Stage::Queued {
+                    Stage::Queued
+                } else {
+                    start.stage
+                };
+                let mut reporter = Reporter::new(
+                    services.db.clone(),
+                    services.publisher.clone(),
+                    claimed.job_id.clone(),
+                    start.user_id,
+                    start.document_id,
+                    start.batch_id,
+                    start.document_name,
+                    start.attempt,
+                    services.min_event_interval(),
+                );
+                if let Err(e) = reporter.failed(failed_in, reason).await {
+                    tracing::error!(job_id = %claimed.job_id, error = %e, "cannot record the failure");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(job_id = %claimed.job_id, error = %e, "cannot record the failure"),
+        }
+    }
+    tracing::warn!(job_id = %claimed.job_id, reason, "job failed before it ran");
+    arq_finish(services, claimed, job, start_ms, false, exception).await;
+}
+
+/// arq's message for an exhausted retry budget.
+pub fn max_tries_exceeded(max_tries: u32) -> PyValue {
+    job_execution_failed(format!("max {max_tries} retries exceeded"))
+}

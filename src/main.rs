@@ -1,0 +1,168 @@
+//! The `doculearn` command: `serve`, `migrate`, `token`, and the hidden
+//! `extract-worker` the daemon runs as its sandboxed extraction child.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use doculearn::config::Settings;
+use doculearn::startup::{Application, Role};
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(
+    name = "doculearn",
+    version,
+    about = "Turns uploaded documents into searchable vectors, with live progress"
+)]
+struct Cli {
+    /// Settings file layered over config/default.toml (env DOCULEARN_* wins over both).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API, WebSockets, UI and workers.
+    Serve {
+        #[arg(long, value_enum, default_value = "all")]
+        role: Role,
+    },
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Mint a bearer token with the configured secret.
+    Token {
+        #[arg(long)]
+        user: Uuid,
+        #[arg(long)]
+        admin: bool,
+        /// Lifetime: 90s, 30m, 1h, 7d (default: auth.token_ttl_secs).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// Internal: the sandboxed extraction child (reads a file on stdin).
+    #[command(hide = true)]
+    ExtractWorker {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        content_type: String,
+        #[arg(long)]
+        limits: String,
+        #[arg(long)]
+        memory_mb: u64,
+        #[arg(long)]
+        cpu_secs: u64,
+    },
+}
+
+fn parse_ttl(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("--ttl: “{s}” is not a duration like 90s, 30m, 1h or 7d"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("--ttl: unknown unit “{unit}” (use s, m, h or d)")),
+    };
+    Ok(n * mult)
+}
+
+fn load(config: Option<&PathBuf>) -> Result<Settings, ExitCode> {
+    Settings::load(config.map(PathBuf::as_path)).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::ExtractWorker {
+        name,
+        content_type,
+        limits,
+        memory_mb,
+        cpu_secs,
+    } = &cli.command
+    {
+        // No runtime, no logging: a small process that reads, extracts, answers.
+        return match doculearn::pipeline::extract::worker_main(name, content_type, limits, *memory_mb, *cpu_secs) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("extract-worker: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let settings = match load(cli.config.as_ref()) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match cli.command {
+        Command::Token { user, admin, ttl } => {
+            let ttl = match ttl.as_deref().map(parse_ttl).transpose() {
+                Ok(t) => t.unwrap_or(settings.auth.token_ttl_secs as i64),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let keys = doculearn::http::auth::AuthKeys::from_settings(&settings.auth);
+            println!("{}", keys.mint(user, admin, ttl));
+            ExitCode::SUCCESS
+        }
+        Command::Migrate => run(async move {
+            doculearn::telemetry::init(&settings.log);
+            doculearn::startup::prepare_database(&settings).await?;
+            println!("migrations applied");
+            Ok(())
+        }),
+        Command::Serve { role } => run(async move {
+            doculearn::telemetry::init(&settings.log);
+            let app = Application::build(settings, role).await?;
+            // Scripts and tests read this line to find the port.
+            println!("doculearn listening on http://{}", app.local_addr());
+            tracing::info!(addr = %app.local_addr(), ?role, "serving");
+            app.run_until_stopped().await
+        }),
+        Command::ExtractWorker { .. } => unreachable!("handled above"),
+    }
+}
+
+fn run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("doculearn: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ttl;
+
+    #[test]
+    fn ttl_units() {
+        assert_eq!(parse_ttl("90"), Ok(90));
+        assert_eq!(parse_ttl("30m"), Ok(1800));
+        assert_eq!(parse_ttl("1h"), Ok(3600));
+        assert_eq!(parse_ttl("7d"), Ok(604800));
+        assert!(parse_ttl("1y").is_err());
+        assert!(parse_ttl("h").is_err());
+    }
+}

@@ -1,0 +1,264 @@
+//! The extracting stage: find out what the bytes really are (never trusting
+//! the name or the declared type), then turn them into plain text: PDF
+//! through our lopdf-based extractor, text in any encoding, HTML and Markdown
+//! as text without markup. Untrusted parsing runs in a child process of our
+//! own binary (`doculearn extract-worker`) with an address-space and CPU
+//! limit, so a parser crash (stack overflow, allocation abort) only fails
+//! that job.
+
+// TEMPNOPDF mod pdf;
+pub mod sniff;
+pub mod text;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::StageError;
+use crate::config::PipelineSettings;
+pub use sniff::Kind;
+
+/// Text of a document, ready for chunking.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Extracted {
+    pub text: String,
+    /// What the bytes turned out to be ("pdf", "html", "markdown", "text").
+    pub kind: String,
+    /// Pages (PDF only).
+    pub pages: Option<u32>,
+    /// Byte offset in `text` where each page starts (PDF only).
+    pub page_starts: Vec<usize>,
+    /// The character encoding a text file was read as.
+    pub encoding: Option<String>,
+    /// Pages that could not be read (the rest of the document still counts).
+    pub page_errors: Vec<String>,
+}
+
+impl Extracted {
+    /// 1-based page of a byte offset into `text`.
+    pub fn page_at(&self, offset: usize) -> Option<i32> {
+        if self.page_starts.is_empty() {
+            return None;
+        }
+        let idx = self.page_starts.partition_point(|&start| start <= offset);
+        Some(idx.max(1) as i32)
+    }
+}
+
+/// Limits applied to one extraction.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Limits {
+    pub max_pages: usize,
+    pub max_decompressed_bytes: u64,
+    pub max_objects: usize,
+    pub max_depth: usize,
+    pub max_chars: usize,
+}
+
+impl Limits {
+    pub fn from_settings(p: &PipelineSettings) -> Self {
+        Limits {
+            max_pages: p.max_pdf_pages,
+            max_decompressed_bytes: p.max_decompressed_mb * 1024 * 1024,
+            max_objects: p.max_pdf_objects,
+            max_depth: p.max_nesting_depth,
+            max_chars: p.max_text_chars,
+        }
+    }
+}
+
+/// Extracts in this process. Pure and synchronous: call it from a blocking
+/// thread or, better, through [`extract_sandboxed`].
+pub fn extract_bytes(bytes: &[u8], name: &str, declared_type: &str, limits: &Limits) -> Result<Extracted, String> {
+    if bytes.is_empty() {
+        return Err("the file is empty (0 bytes)".into());
+    }
+    let kind = sniff::sniff(bytes, name, declared_type);
+    let extracted = match kind {
+        Kind::Pdf => return Err("TEMPNOPDF".into()), // TEMPNOPDF
+        Kind::Html => text::html(bytes, limits)?,
+        Kind::Markdown => text::markdown(bytes, limits)?,
+        Kind::Text => text::plain(bytes, limits)?,
+        Kind::Unsupported(what) => {
+            let claimed = sniff::claimed_kind(name, declared_type);
+            return Err(match claimed {
+                Some(claimed) => {
+                    format!("“{name}” is {what}, not {claimed}; doculearn reads PDF, plain text, Markdown and HTML")
+                }
+                None => format!("“{name}” is {what}; doculearn reads PDF, plain text, Markdown and HTML"),
+            });
+        }
+    };
+    if extracted.text.chars().count() > limits.max_chars {
+        return Err(format!(
+            "the document's text is longer than the limit of {} characters",
+            limits.max_chars
+        ));
+    }
+    if extracted.text.trim().is_empty() {
+        return Err(match kind {
+            Kind::Pdf => "the PDF has no text layer (it looks like a scanned image)".into(),
+            _ => "the file contains no text".into(),
+        });
+    }
+    Ok(extracted)
+}
+
+/// Where and how to run the extraction child.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    /// Our own binary (the child runs `extract-worker`).
+    pub exe: PathBuf,
+    pub memory_mb: u64,
+    pub timeout: Duration,
+}
+
+/// What the child writes on stdout.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerReply {
+    Ok(Extracted),
+    Error(String),
+}
+
+/// Runs [`extract_bytes`] in a child process with an address-space limit of
+/// `memory_mb`, a CPU-time limit and a wall-clock timeout.
+pub async fn extract_sandboxed(
+    sandbox: &Sandbox,
+    bytes: &[u8],
+    name: &str,
+    declared_type: &str,
+    limits: &Limits,
+) -> Result<Extracted, StageError> {
+    let limits_json = serde_json::to_string(limits).expect("limits serialize");
+    let cpu_secs = sandbox.timeout.as_secs().max(1);
+    let mut child = tokio::process::Command::new(&sandbox.exe)
+        .arg("extract-worker")
+        .arg("--name")
+        .arg(name)
+        .arg("--content-type")
+        .arg(declared_type)
+        .arg("--limits")
+        .arg(&limits_json)
+        .arg("--memory-mb")
+        .arg(sandbox.memory_mb.to_string())
+        .arg("--cpu-secs")
+        .arg(cpu_secs.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            tracing::error!(exe = %sandbox.exe.display(), error = %e, "cannot start the extraction worker");
+            StageError::transient("the extraction worker could not be started")
+        })?;
+
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let input = bytes.to_vec();
+    let run = async move {
+        let feed = async move {
+            // The child may die before reading everything; that shows in its status.
+            let _ = stdin.write_all(&input).await;
+            drop(stdin);
+        };
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let (_, out_res, err_res) = tokio::join!(feed, stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
+        out_res?;
+        err_res?;
+        let status = child.wait().await?;
+        Ok::<_, std::io::Error>((status, out, err))
+    };
+    let (status, out, err) = match tokio::time::timeout(sandbox.timeout, run).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "extraction worker i/o failed");
+            return Err(StageError::transient("the extraction worker failed"));
+        }
+        // Dropping the future drops the child: kill_on_drop ends it.
+        Err(_) => return Err(StageError::TimedOut(sandbox.timeout)),
+    };
+    if !status.success() {
+        let detail = String::from_utf8_lossy(&err);
+        let detail = detail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        tracing::warn!(?status, detail, "extraction worker died");
+        return Err(StageError::permanent(describe_crash(&status)));
+    }
+    match serde_json::from_slice::<WorkerReply>(&out) {
+        Ok(WorkerReply::Ok(extracted)) => Ok(extracted),
+        Ok(WorkerReply::Error(reason)) => Err(StageError::Permanent(reason)),
+        Err(e) => {
+            tracing::error!(error = %e, "extraction worker wrote an unreadable reply");
+            Err(StageError::permanent(
+                "the file could not be read (the extraction worker gave no answer)",
+            ))
+        }
+    }
+}
+
+fn describe_crash(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status.signal() {
+        Some(9) | Some(24) => "reading the file took more time than a document may use, so it was stopped".into(),
+        // Rust aborts when an allocation fails under the address-space limit.
+        Some(6) => "reading the file needed more memory than a document may use, so it was stopped".into(),
+        Some(sig) => format!("the file crashed the document reader (signal {sig}); it is probably damaged or hostile"),
+        None => "the file could not be read: the document reader ran out of memory or failed".into(),
+    }
+}
+
+/// Body of `doculearn extract-worker`: sets its own limits, reads the file
+/// from stdin and answers one [`WorkerReply`] on stdout.
+pub fn worker_main(
+    name: &str,
+    content_type: &str,
+    limits_json: &str,
+    memory_mb: u64,
+    cpu_secs: u64,
+) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let bytes_limit = memory_mb.saturating_mul(1024 * 1024);
+    // Set before reading any input: from here on a runaway allocation fails
+    // inside this process only.
+    let _ = rlimit::setrlimit(rlimit::Resource::AS, bytes_limit, bytes_limit);
+    let _ = rlimit::setrlimit(rlimit::Resource::CPU, cpu_secs, cpu_secs + 1);
+    let _ = rlimit::setrlimit(rlimit::Resource::CORE, 0, 0);
+    let limits: Limits = serde_json::from_str(limits_json).map_err(std::io::Error::other)?;
+    let mut input = Vec::new();
+    std::io::stdin().read_to_end(&mut input)?;
+    let reply = match std::panic::catch_unwind(|| extract_bytes(&input, name, content_type, &limits)) {
+        Ok(Ok(ex)) => WorkerReply::Ok(ex),
+        Ok(Err(reason)) => WorkerReply::Error(reason),
+        Err(_) => WorkerReply::Error("the file could not be read: the document reader failed on it".into()),
+    };
+    let mut stdout = std::io::stdout().lock();
+    serde_json::to_writer(&mut stdout, &reply).map_err(std::io::Error::other)?;
+    stdout.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_at_maps_offsets() {
+        let ex = Extracted {
+            text: "aaaa\n\nbbbb".into(),
+            kind: "pdf".into(),
+            pages: Some(2),
+            page_starts: vec![0, 6],
+            encoding: None,
+            page_errors: vec![],
+        };
+        assert_eq!(ex.page_at(0), Some(1));
+        assert_eq!(ex.page_at(5), Some(1));
+        assert_eq!(ex.page_at(6), Some(2));
+        assert_eq!(ex.page_at(9), Some(2));
+    }
+}

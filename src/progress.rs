@@ -1,0 +1,243 @@
+//! Emitting progress: each event is numbered and stored in Postgres
+//! (`job_progress` + `job_progress_history`, fenced by attempt), then
+//! published on the Redis channel every instance listens to. Postgres is the
+//! record; pub/sub is the fast path, and `resume` replays what it dropped.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::db::{self, EventRecord};
+use crate::domain::{Envelope, EventType, ProgressEvent, Stage};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProgressError {
+    /// Another attempt owns the job now; this worker must stop writing.
+    #[error("attempt {0} was superseded by a newer attempt")]
+    Fenced(i32),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Publishes events on the shared channel.
+#[derive(Clone)]
+pub struct Publisher {
+    redis: ConnectionManager,
+    channel: String,
+}
+
+impl Publisher {
+    pub fn new(redis: ConnectionManager, channel: impl Into<String>) -> Self {
+        Publisher {
+            redis,
+            channel: channel.into(),
+        }
+    }
+
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// Best effort: the event is already stored, so a Redis outage only
+    /// delays it until the client's `resume`.
+    pub async fn publish(&self, user_id: Uuid, event: &ProgressEvent) {
+        let envelope = Envelope {
+            user_id,
+            event: event.clone(),
+        };
+        let payload = match serde_json::to_string(&envelope) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(job_id = %event.job_id, error = %e, "cannot encode progress event");
+                return;
+            }
+        };
+        let mut con = self.redis.clone();
+        if let Err(e) = con.publish::<_, _, ()>(&self.channel, payload).await {
+            tracing::warn!(job_id = %event.job_id, seq = event.seq, error = %e, "progress not published; clients will catch up on resume");
+        }
+    }
+}
+
+/// Records and publishes the events of one job attempt. Keeps progress
+/// monotonic within the attempt and throttles the per-chunk events.
+pub struct Reporter {
+    db: PgPool,
+    publisher: Publisher,
+    pub job_id: String,
+    pub user_id: Uuid,
+    pub document_id: Option<Uuid>,
+    pub batch_id: Option<Uuid>,
+    pub document_name: Option<String>,
+    pub attempt: i32,
+    last_progress: f64,
+    last_stage: Stage,
+    last_emit: Option<Instant>,
+    min_interval: Duration,
+}
+
+impl Reporter {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        db: PgPool,
+        publisher: Publisher,
+        job_id: String,
+        user_id: Uuid,
+        document_id: Option<Uuid>,
+        batch_id: Option<Uuid>,
+        document_name: Option<String>,
+        attempt: i32,
+        min_interval: Duration,
+    ) -> Self {
+        Reporter {
+            db,
+            publisher,
+            job_id,
+            user_id,
+            document_id,
+            batch_id,
+            document_name,
+            attempt,
+            last_progress: 0.0,
+            last_stage: Stage::Queued,
+            last_emit: None,
+            min_interval,
+        }
+    }
+
+    pub fn last_progress(&self) -> f64 {
+        self.last_progress
+    }
+
+    pub fn last_stage(&self) -> Stage {
+        self.last_stage
+    }
+
+    /// A `job_progress` event.
+    pub async fn progress(
+        &mut self,
+        stage: Stage,
+        progress: f64,
+        message: impl Into<String>,
+        details: serde_json::Value,
+    ) -> Result<(), ProgressError> {
+        self.emit(
+            EventType::JobProgress,
+            stage,
+            None,
+            progress,
+            message.into(),
+            details,
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// A per-item event (embedding chunk i of n): skipped when the previous
+    /// event of the same stage was less than `min_interval` ago.
+    pub async fn throttled(
+        &mut self,
+        stage: Stage,
+        progress: f64,
+        message: impl Into<String>,
+        details: serde_json::Value,
+    ) -> Result<(), ProgressError> {
+        if stage == self.last_stage {
+            if let Some(t) = self.last_emit {
+                if t.elapsed() < self.min_interval {
+                    return Ok(());
+                }
+            }
+        }
+        self.progress(stage, progress, message, details).await
+    }
+
+    pub async fn completed(
+        &mut self,
+        message: impl Into<String>,
+        details: serde_json::Value,
+    ) -> Result<ProgressEvent, ProgressError> {
+        self.emit(
+            EventType::JobCompleted,
+            Stage::Completed,
+            None,
+            1.0,
+            message.into(),
+            details,
+            None,
+        )
+        .await
+    }
+
+    /// A `job_failed` event: keeps the progress reached and names the stage.
+    pub async fn failed(&mut self, in_stage: Stage, error: &str) -> Result<ProgressEvent, ProgressError> {
+        let progress = self.last_progress;
+        let message = format!("Processing failed in {in_stage}: {error}");
+        let details = serde_json::json!({ "failed_stage": in_stage.as_str() });
+        self.emit(
+            EventType::JobFailed,
+            Stage::Failed,
+            Some(in_stage),
+            progress,
+            message,
+            details,
+            Some(error),
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn emit(
+        &mut self,
+        kind: EventType,
+        stage: Stage,
+        failed_stage: Option<Stage>,
+        progress: f64,
+        message: String,
+        details: serde_json::Value,
+        error: Option<&str>,
+    ) -> Result<ProgressEvent, ProgressError> {
+        let progress = progress.clamp(0.0, 1.0).max(self.last_progress);
+        let timestamp = Utc::now();
+        let record = EventRecord {
+            job_id: &self.job_id,
+            attempt: self.attempt,
+            kind,
+            stage,
+            failed_stage,
+            progress,
+            message: &message,
+            details: &details,
+            error,
+            timestamp,
+        };
+        let seq = db::record_event(&self.db, &record)
+            .await?
+            .ok_or(ProgressError::Fenced(self.attempt))?;
+        self.last_progress = progress;
+        self.last_stage = stage;
+        self.last_emit = Some(Instant::now());
+        let event = ProgressEvent {
+            kind,
+            job_id: self.job_id.clone(),
+            document_id: self.document_id,
+            batch_id: self.batch_id,
+            stage,
+            progress,
+            message,
+            details,
+            error: error.map(str::to_string),
+            seq,
+            attempt: self.attempt,
+            timestamp,
+            document_name: self.document_name.clone(),
+        };
+        self.publisher.publish(self.user_id, &event).await;
+        Ok(event)
+    }
+}

@@ -1,0 +1,77 @@
+//! What every actor and handler shares, built once at start-up: settings,
+//! the Postgres pool, the Redis connection and queue, the progress publisher,
+//! the embedder, and the extraction sandbox.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+
+use crate::arq::ArqQueue;
+use crate::config::Settings;
+use crate::domain::Stage;
+use crate::pipeline::embed::Embedder;
+use crate::pipeline::extract::{Limits, Sandbox};
+use crate::progress::Publisher;
+
+pub struct Services {
+    pub settings: Settings,
+    pub db: PgPool,
+    pub redis: ConnectionManager,
+    pub queue: ArqQueue,
+    pub publisher: Publisher,
+    pub embedder: Arc<dyn Embedder>,
+    /// `embedding_models.id` of the configured model.
+    pub model_id: i32,
+    /// `None`: extract in-process (tests of the stage itself, benchmarks).
+    pub sandbox: Option<Sandbox>,
+    pub limits: Limits,
+    pub faults: Faults,
+    pub stats: Stats,
+}
+
+/// Job outcome counters of this process (arq's health-check line shows them).
+#[derive(Default)]
+pub struct Stats {
+    pub complete: std::sync::atomic::AtomicU64,
+    pub failed: std::sync::atomic::AtomicU64,
+    pub retried: std::sync::atomic::AtomicU64,
+}
+
+impl Services {
+    pub fn min_event_interval(&self) -> Duration {
+        Duration::from_millis(self.settings.progress.min_event_interval_ms)
+    }
+}
+
+/// Test-only fault injection (`[faults]` in config): panic inside a stage a
+/// limited number of times per process.
+pub struct Faults {
+    panic_in: Option<Stage>,
+    remaining: AtomicU32,
+}
+
+impl Faults {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Faults {
+            panic_in: Stage::parse(&settings.faults.panic_in_stage),
+            remaining: AtomicU32::new(settings.faults.panic_times),
+        }
+    }
+
+    /// Panics when configured to for this stage and the budget is not spent.
+    pub fn maybe_panic(&self, stage: Stage, job_id: &str) {
+        if self.panic_in != Some(stage) {
+            return;
+        }
+        let took = self
+            .remaining
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if took {
+            panic!("injected fault: panic in {stage} of {job_id}");
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! Building and running the daemon: pool + migrations, Redis, embedder,
+//! the actor tree, the HTTP server; and the graceful shutdown that stops
+//! claiming, lets running jobs finish within the grace period (handing the
+//! rest back to the queue) and closes sockets with 1001.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ractor::{Actor, ActorRef};
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::actors::{Supervisor, SupervisorArgs, SupervisorMsg};
+use crate::arq::ArqQueue;
+use crate::config::Settings;
+use crate::db;
+use crate::http::auth::AuthKeys;
+use crate::http::{self, AppState};
+use crate::pipeline::embed;
+use crate::pipeline::extract::{Limits, Sandbox};
+use crate::progress::Publisher;
+use crate::services::{Faults, Services, Stats};
+
+/// Which parts of the daemon this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// HTTP API, WebSockets and workers.
+    All,
+    /// HTTP API and WebSockets only.
+    Api,
+    /// Workers only (HTTP serves health checks).
+    Worker,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    supervisor_handle: tokio::task::JoinHandle<()>,
+    role: Role,
+}
+
+/// Connects Redis with a reconnecting manager and bounded timeouts.
+pub async fn connect_redis(url: &str) -> anyhow::Result<redis::aio::ConnectionManager> {
+    let client = redis::Client::open(url).context("redis.url")?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_number_of_retries(3);
+    let manager = client
+        .get_connection_manager_with_config(config)
+        .await
+        .with_context(|| "cannot connect to redis (redis.url)".to_string())?;
+    Ok(manager)
+}
+
+/// Connects and migrates the database (also `doculearn migrate`).
+pub async fn prepare_database(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
+    let pool = db::connect(
+        settings.database.url.expose_secret(),
+        settings.database.max_connections,
+        settings.database.create_if_missing,
+    )
+    .await
+    .context("cannot connect to PostgreSQL (database.url)")?;
+    db::MIGRATOR
+        .run(&pool)
+        .await
+        .context("cannot apply migrations (is pgvector installed? scripts/install-pgvector.sh)")?;
+    Ok(pool)
+}
+
+impl Application {
+    pub async fn build(settings: Settings, role: Role) -> anyhow::Result<Application> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let pool = prepare_database(&settings).await?;
+        let redis = connect_redis(settings.redis.url.expose_secret()).await?;
+        let embedder = embed::build(&settings)?;
+        let model_id = db::ensure_model(&pool, embedder.model(), embedder.dimension()).await?;
+        db::ensure_vector_index(&pool, model_id, embedder.dimension()).await?;
+        let sandbox = if settings.pipeline.extract_in_subprocess {
+            Some(Sandbox {
+                exe: std::env::current_exe().context("cannot find our own executable for the extraction worker")?,
+                memory_mb: settings.pipeline.extract_memory_mb,
+                timeout: Duration::from_secs(settings.pipeline.extract_timeout_secs),
+            })
+        } else {
+            None
+        };
+        let services = Arc::new(Services {
+            queue: ArqQueue::new(redis.clone(), &settings.queue),
+            publisher: Publisher::new(redis.clone(), settings.progress.channel.clone()),
+            limits: Limits::from_settings(&settings.pipeline),
+            faults: Faults::from_settings(&settings),
+            stats: Stats::default(),
+            db: pool,
+            redis,
+            embedder,
+            model_id,
+            sandbox,
+            settings: settings.clone(),
+        });
+        let (supervisor, supervisor_handle) = Actor::spawn(
+            None,
+            Supervisor,
+            SupervisorArgs {
+                services: services.clone(),
+                worker: role != Role::Api,
+                relay: role != Role::Worker,
+            },
+        )
+        .await
+        .context("cannot start the actor tree")?;
+        let state = AppState {
+            auth: Arc::new(AuthKeys::from_settings(&settings.auth)),
+            services,
+            supervisor,
+            draining: Arc::new(AtomicBool::new(false)),
+            shutdown: CancellationToken::new(),
+            socket_ids: Arc::new(AtomicU64::new(1)),
+        };
+        let listener = TcpListener::bind(settings.http.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (http.listen)", settings.http.listen))?;
+        Ok(Application {
+            listener,
+            state,
+            supervisor_handle,
+            role,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    pub fn supervisor(&self) -> ActorRef<SupervisorMsg> {
+        self.state.supervisor.clone()
+    }
+
+    /// Serves until SIGTERM/SIGINT (then drains) or until the actor tree
+    /// gives up (then returns an error so the process exits non-zero).
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            state,
+            mut supervisor_handle,
+            role,
+        } = self;
+        let router = if role == Role::Worker {
+            axum::Router::new()
+                .route("/healthz", axum::routing::get(http::health::healthz))
+                .route("/readyz", axum::routing::get(http::health::readyz))
+                .with_state(state.clone())
+        } else {
+            http::router(state.clone())
+        };
+        let stop = CancellationToken::new();
+        let server_stop = stop.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { server_stop.cancelled().await })
+                .await
+        });
+
+        let supervisor_died = tokio::select! {
+            _ = shutdown_signal() => false,
+            _ = &mut supervisor_handle => true,
+        };
+        if supervisor_died {
+            stop.cancel();
+            state.shutdown.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+            anyhow::bail!(
+                "the actor tree stopped after repeated crashes; exiting so the service manager restarts doculearn"
+            );
+        }
+
+        tracing::info!("shutdown requested: draining");
+        state.draining.store(true, Ordering::SeqCst);
+        state.shutdown.cancel();
+        let grace = Duration::from_secs(state.services.settings.queue.shutdown_grace_secs);
+        let handed_back = ractor::call_t!(
+            state.supervisor,
+            |reply| SupervisorMsg::Drain { grace, reply },
+            (grace + Duration::from_secs(5)).as_millis() as u64
+        )
+        .unwrap_or(0);
+        if handed_back > 0 {
+            tracing::warn!(jobs = handed_back, "handed unfinished jobs back to the queue");
+        }
+        let _ = state.services.queue.clear_health().await;
+        stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        state.supervisor.stop(Some("shutdown".into()));
+        let _ = tokio::time::timeout(Duration::from_secs(5), supervisor_handle).await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -292,4 +292,82 @@ mod tests {
             Some("euc-jp")
         );
     }
+
+    /// The corpus's real text files, made by others, in their own encodings.
+    mod corpus {
+        use super::super::super::{extract_bytes, Limits};
+
+        fn read(name: &str) -> Vec<u8> {
+            let dir = std::env::var("DOCULEARN_CORPUS")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"));
+            std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("corpus file {name}: {e}"))
+        }
+
+        fn limits() -> Limits {
+            Limits {
+                max_pages: 100,
+                max_decompressed_bytes: 1 << 26,
+                max_objects: 100_000,
+                max_depth: 32,
+                max_chars: 10_000_000,
+            }
+        }
+
+        fn extract(name: &str, declared: &str) -> super::super::super::Extracted {
+            extract_bytes(&read(name), name, declared, &limits()).unwrap_or_else(|e| panic!("{name}: {e}"))
+        }
+
+        #[test]
+        fn windows_1251_markdown_without_a_charset() {
+            let ex = extract("disser-README-ru-cp1251.md", "text/markdown");
+            assert_eq!(ex.kind, "markdown");
+            assert_eq!(ex.encoding.as_deref(), Some("windows-1251"));
+            assert!(ex.text.starts_with("1. Введение"), "{}", &ex.text[..80]);
+            assert!(ex.text.contains("Пакет disser предназначен для верстки дипломов"));
+            assert!(!ex.text.contains("# "), "markdown headings are text, not syntax");
+        }
+
+        #[test]
+        fn big5_html_with_a_meta_charset() {
+            let ex = extract("cwtex-README-big5.html", "text/html");
+            assert_eq!(ex.kind, "html");
+            assert_eq!(ex.encoding.as_deref(), Some("Big5"));
+            assert!(ex.text.contains("CLE 字型伺服器"), "{}", ex.text);
+            assert!(!ex.text.contains("<meta") && !ex.text.contains("<title>"));
+        }
+
+        #[test]
+        fn euc_jp_plain_text() {
+            let ex = extract("debian-dedication-ja-eucjp.txt", "text/plain");
+            assert_eq!(ex.kind, "text");
+            assert_eq!(ex.encoding.as_deref(), Some("EUC-JP"));
+            assert!(ex.text.starts_with("Joel 'Espy' Klecker に捧ぐ"), "{}", ex.text);
+            assert!(ex.text.contains("デュシェンヌ筋ジストロフィー"));
+        }
+
+        #[test]
+        fn utf8_markdown_with_html_comments_and_badges() {
+            let ex = extract("ocrmypdf-README_ZH.md", "application/octet-stream");
+            assert_eq!(ex.kind, "markdown");
+            assert!(!ex.text.contains("SPDX-FileCopyrightText"), "HTML comments are not text");
+            assert!(!ex.text.contains("https://github.com/ocrmypdf/OCRmyPDF/actions"), "link targets are not text");
+            assert!(ex.text.contains("OCRmyPDF"));
+        }
+
+        #[test]
+        fn a_large_sphinx_html_page() {
+            let ex = extract("ghostscript-Use.html", "text/html");
+            assert!(!ex.text.contains("<div") && !ex.text.contains("function("), "no tags or scripts");
+            assert!(ex.text.contains("Ghostscript"));
+            assert!(ex.text.len() > 100_000, "{}", ex.text.len());
+        }
+
+        #[test]
+        fn plain_ascii_text_keeps_its_paragraphs() {
+            let ex = extract("debian-manifesto.txt", "text/plain");
+            assert!(ex.text.contains("Debian is being\ncarefully and conscientiously put\ntogether") || ex.text.contains("carefully and conscientiously put"));
+            assert!(ex.text.contains("\n\n"), "paragraph breaks survive");
+        }
+    }
 }

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Quick start: sets up what is missing, builds, and runs the daemon with its
+# local defaults (local embedding model, no key, no network), printing the
+# URL and a token to use. Ctrl-C stops it gracefully.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+echo "dev: building (release)"
+cargo build --release --quiet --bin doculearn
+
+export DOCULEARN_AUTH__JWT_SECRET="${DOCULEARN_AUTH__JWT_SECRET:-$(cat .local/jwt-secret)}"
+export DOCULEARN_EMBEDDING__MODEL_DIR="${DOCULEARN_EMBEDDING__MODEL_DIR:-$PWD/.local/models/all-MiniLM-L6-v2}"
+export DOCULEARN_HTTP__DEV_MODE="${DOCULEARN_HTTP__DEV_MODE:-true}"
+bin=target/release/doculearn
+
+if [ ! -s .local/dev-user ]; then
+  python3 -c 'import uuid; print(uuid.uuid4())' > .local/dev-user
+fi
+user=$(cat .local/dev-user)
+token=$("$bin" token --user "$user" --ttl 7d)
+listen="${DOCULEARN_HTTP__LISTEN:-127.0.0.1:8000}"
+cat <<MSG
+
+  doculearn is starting on http://$listen
+  user:  $user
+  token: $token
+
+  try:   curl -H "Authorization: Bearer \$TOKEN" -F file=@../shared/corpus/debian-manifesto.txt http://$listen/api/v1/documents
+
+MSG
+exec "$bin" serve "$@"

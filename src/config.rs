@@ -87,6 +87,7 @@ pub struct QueueSettings {
     pub keep_result_secs: u64,
     pub health_check_interval_secs: u64,
     pub shutdown_grace_secs: u64,
+    pub enable_noop: bool,
 }
 
 impl QueueSettings {
@@ -115,6 +116,7 @@ pub struct AuthSettings {
     pub issuer: String,
     pub audience: String,
     pub token_ttl_secs: u64,
+    pub service_token: SecretString,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -163,6 +165,8 @@ pub struct EmbeddingSettings {
 pub struct FaultSettings {
     pub panic_in_stage: String,
     pub panic_times: u32,
+    pub hang_in_stage: String,
+    pub hang_secs: u64,
 }
 
 /// A setting that stops start-up. `Display` is the one line an operator reads.
@@ -299,13 +303,24 @@ impl Settings {
             }
             _ => {}
         }
-        if !self.faults.panic_in_stage.is_empty()
-            && !["downloading", "extracting", "chunking", "embedding", "storing"]
-                .contains(&self.faults.panic_in_stage.as_str())
-        {
+        for (setting, value) in [
+            ("faults.panic_in_stage", &self.faults.panic_in_stage),
+            ("faults.hang_in_stage", &self.faults.hang_in_stage),
+        ] {
+            if !value.is_empty()
+                && !["downloading", "extracting", "chunking", "embedding", "storing"].contains(&value.as_str())
+            {
+                return Err(invalid(
+                    setting,
+                    "must be one of downloading, extracting, chunking, embedding, storing",
+                ));
+            }
+        }
+        let service = self.auth.service_token.expose_secret();
+        if !service.is_empty() && service.len() < 32 {
             return Err(invalid(
-                "faults.panic_in_stage",
-                "must be one of downloading, extracting, chunking, embedding, storing",
+                "auth.service_token",
+                "must be at least 32 characters (or empty to disable)",
             ));
         }
         Ok(())

@@ -345,6 +345,40 @@ pub async fn ensure_job_row(pool: &PgPool, job_id: &str, document_id: Uuid) -> R
     Ok(())
 }
 
+/// Who a job belongs to and where it is (for external progress reports).
+#[derive(Debug, Clone)]
+pub struct JobOwner {
+    pub user_id: Uuid,
+    pub document_id: Option<Uuid>,
+    pub batch_id: Option<Uuid>,
+    pub document_name: Option<String>,
+    pub attempt: i32,
+    pub stage: String,
+    pub progress: f64,
+}
+
+pub async fn job_owner(pool: &PgPool, job_id: &str) -> Result<Option<JobOwner>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT j.user_id, j.document_id, j.batch_id, d.name, j.attempt, j.stage, j.progress \
+         FROM job_progress j LEFT JOIN documents d ON d.id = j.document_id WHERE j.job_id = $1",
+    )
+    .bind(job_id)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|r| {
+        Ok(JobOwner {
+            user_id: r.try_get("user_id")?,
+            document_id: r.try_get("document_id")?,
+            batch_id: r.try_get("batch_id")?,
+            document_name: r.try_get("name")?,
+            attempt: r.try_get("attempt")?,
+            stage: r.try_get("stage")?,
+            progress: r.try_get("progress")?,
+        })
+    })
+    .transpose()
+}
+
 /// Identity of a job as a worker starts it.
 #[derive(Debug, Clone)]
 pub struct JobStart {

@@ -16,6 +16,8 @@ use crate::services::Services;
 
 /// The function name doculearn's workers run.
 pub const PROCESS_DOCUMENT: &str = "process_document";
+/// A function that does nothing (returns None); a probe, when `queue.enable_noop`.
+pub const NOOP: &str = "noop";
 
 /// Writes the arq result of a claimed job and removes it from the queue.
 pub async fn arq_finish(

@@ -51,6 +51,8 @@ impl Services {
 pub struct Faults {
     panic_in: Option<Stage>,
     remaining: AtomicU32,
+    hang_in: Option<Stage>,
+    hang: Duration,
 }
 
 impl Faults {
@@ -58,6 +60,16 @@ impl Faults {
         Faults {
             panic_in: Stage::parse(&settings.faults.panic_in_stage),
             remaining: AtomicU32::new(settings.faults.panic_times),
+            hang_in: Stage::parse(&settings.faults.hang_in_stage),
+            hang: Duration::from_secs(settings.faults.hang_secs),
+        }
+    }
+
+    /// Sleeps when configured to hang in this stage (a stuck stage, for tests).
+    pub async fn maybe_hang(&self, stage: Stage, job_id: &str) {
+        if self.hang_in == Some(stage) && !self.hang.is_zero() {
+            tracing::warn!(job_id, %stage, secs = self.hang.as_secs(), "injected fault: hanging");
+            tokio::time::sleep(self.hang).await;
         }
     }
 

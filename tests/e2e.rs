@@ -9,7 +9,15 @@ use common::*;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-const STAGES: [&str; 7] = ["queued", "downloading", "extracting", "chunking", "embedding", "storing", "completed"];
+const STAGES: [&str; 7] = [
+    "queued",
+    "downloading",
+    "extracting",
+    "chunking",
+    "embedding",
+    "storing",
+    "completed",
+];
 
 fn stage_rank(stage: &str) -> usize {
     STAGES
@@ -58,7 +66,10 @@ async fn documents_flow_through_every_stage_and_become_searchable() {
     assert_eq!(resp.status(), 202);
     let accepted: Vec<Value> = resp.json().await.unwrap();
     assert_eq!(accepted.len(), docs.len());
-    let jobs: Vec<String> = accepted.iter().map(|a| a["job_id"].as_str().unwrap().to_string()).collect();
+    let jobs: Vec<String> = accepted
+        .iter()
+        .map(|a| a["job_id"].as_str().unwrap().to_string())
+        .collect();
     for a in &accepted {
         assert_eq!(a["status"], "queued");
         assert_eq!(a["job_id"], format!("doc:{}", a["document_id"].as_str().unwrap()));
@@ -78,7 +89,11 @@ async fn documents_flow_through_every_stage_and_become_searchable() {
         let mut prev_progress = 0.0;
         let mut seen = std::collections::BTreeSet::new();
         for (k, e) in evs.iter().enumerate() {
-            assert_eq!(e["seq"].as_i64().unwrap(), k as i64 + 1, "{name}: seq must be consecutive");
+            assert_eq!(
+                e["seq"].as_i64().unwrap(),
+                k as i64 + 1,
+                "{name}: seq must be consecutive"
+            );
             let rank = stage_rank(e["stage"].as_str().unwrap());
             assert!(rank >= prev_rank, "{name}: stage went back: {e}");
             let p = e["progress"].as_f64().unwrap();
@@ -130,7 +145,9 @@ async fn documents_flow_through_every_stage_and_become_searchable() {
 
     // Search: a sentence from each document finds that document first.
     for (i, (name, sentence)) in docs.iter().enumerate() {
-        let (status, r) = d.post_json(&token, "/api/v1/search", &json!({ "query": sentence, "k": 3 })).await;
+        let (status, r) = d
+            .post_json(&token, "/api/v1/search", &json!({ "query": sentence, "k": 3 }))
+            .await;
         assert_eq!(status, 200, "{r}");
         let top = &r["results"][0];
         assert_eq!(
@@ -142,7 +159,9 @@ async fn documents_flow_through_every_stage_and_become_searchable() {
     }
     // Another user finds nothing of this user's.
     let stranger = d.token(Uuid::new_v4());
-    let (status, r) = d.post_json(&stranger, "/api/v1/search", &json!({ "query": docs[0].1 })).await;
+    let (status, r) = d
+        .post_json(&stranger, "/api/v1/search", &json!({ "query": docs[0].1 }))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(r["results"], json!([]));
 }
@@ -155,11 +174,17 @@ async fn bad_files_fail_with_a_readable_reason_and_others_still_complete() {
     let d = Daemon::start(Opts::default()).await;
     let user = Uuid::new_v4();
     let token = d.token(user);
-    let png: Vec<u8> = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89".to_vec();
+    let png: Vec<u8> =
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
+            .to_vec();
     let mut truncated = read("groff-mom-pdf.pdf");
     truncated.truncate(2000);
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("broken.pdf", b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ngarbage garbage".to_vec(), "damaged"),
+        (
+            "broken.pdf",
+            b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ngarbage garbage".to_vec(),
+            "damaged",
+        ),
         ("truncated.pdf", truncated, "damaged"),
         ("photo.pdf", png, "PNG image"),
         ("locked.pdf", read("encrypted-userpw-test.pdf"), "password"),
@@ -170,7 +195,10 @@ async fn bad_files_fail_with_a_readable_reason_and_others_still_complete() {
     for (name, bytes, _) in &cases {
         jobs.push(d.upload_one(&token, name, bytes.clone()).await.1);
     }
-    let good = d.upload_one(&token, "debian-manifesto.txt", read("debian-manifesto.txt")).await.1;
+    let good = d
+        .upload_one(&token, "debian-manifesto.txt", read("debian-manifesto.txt"))
+        .await
+        .1;
 
     for ((name, _, expect), job_id) in cases.iter().zip(&jobs) {
         let job = d.wait_job(&token, job_id, Duration::from_secs(60)).await;
@@ -181,7 +209,10 @@ async fn bad_files_fail_with_a_readable_reason_and_others_still_complete() {
             error.to_lowercase().contains(&expect.to_lowercase()),
             "{name}: error “{error}” should mention “{expect}”"
         );
-        assert!(job["progress"].as_f64().unwrap() >= 0.25, "{name}: progress reached is kept: {job}");
+        assert!(
+            job["progress"].as_f64().unwrap() >= 0.25,
+            "{name}: progress reached is kept: {job}"
+        );
         // The failure event says the same.
         let (_, h) = d.get_json(&token, &format!("/api/v1/jobs/{job_id}/history")).await;
         let last = h["events"].as_array().unwrap().last().unwrap().clone();
@@ -207,7 +238,9 @@ async fn a_panicking_document_actor_is_restarted_and_the_job_still_completes() {
     .await;
     let user = Uuid::new_v4();
     let token = d.token(user);
-    let (_, job_id) = d.upload_one(&token, "debian-manifesto.txt", read("debian-manifesto.txt")).await;
+    let (_, job_id) = d
+        .upload_one(&token, "debian-manifesto.txt", read("debian-manifesto.txt"))
+        .await;
     let job = d.wait_job(&token, &job_id, Duration::from_secs(60)).await;
     assert_eq!(job["stage"], "completed", "{job}");
     assert_eq!(job["attempt"], 2, "the crashed attempt was followed by a second one");
@@ -229,7 +262,9 @@ async fn a_panicking_document_actor_is_restarted_and_the_job_still_completes() {
     )
     .await;
     let token2 = d2.token(user);
-    let (_, job_id) = d2.upload_one(&token2, "debian-manifesto.txt", read("debian-manifesto.txt")).await;
+    let (_, job_id) = d2
+        .upload_one(&token2, "debian-manifesto.txt", read("debian-manifesto.txt"))
+        .await;
     let job = d2.wait_job(&token2, &job_id, Duration::from_secs(60)).await;
     assert_eq!(job["stage"], "failed", "{job}");
     assert!(job["error"].as_str().unwrap().contains("crashed"), "{job}");
@@ -267,7 +302,12 @@ async fn uploads_are_limited_and_every_route_needs_a_token() {
         assert_eq!(r.status(), 401, "{method} {path} with a bad token");
     }
     let expired = keys().mint(user, false, -3600);
-    let r = c.get(d.url("/api/v1/documents")).bearer_auth(expired).send().await.unwrap();
+    let r = c
+        .get(d.url("/api/v1/documents"))
+        .bearer_auth(expired)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["message"], "the token has expired");
@@ -285,7 +325,9 @@ async fn uploads_are_limited_and_every_route_needs_a_token() {
         .await
         .unwrap();
     assert_eq!(r.status(), 415);
-    let (status, v) = d.post_json(&token, "/api/v1/documents", &json!({ "url": "ftp://example.org/x" })).await;
+    let (status, v) = d
+        .post_json(&token, "/api/v1/documents", &json!({ "url": "ftp://example.org/x" }))
+        .await;
     assert_eq!(status, 400, "{v}");
 
     // Someone else's document is simply not there.
@@ -303,7 +345,9 @@ async fn the_socket_answers_ping_replays_on_resume_and_refuses_strangers() {
     let d = Daemon::start(Opts::default()).await;
     let user = Uuid::new_v4();
     let token = d.token(user);
-    let (_, job_id) = d.upload_one(&token, "debian-manifesto.txt", read("debian-manifesto.txt")).await;
+    let (_, job_id) = d
+        .upload_one(&token, "debian-manifesto.txt", read("debian-manifesto.txt"))
+        .await;
     d.wait_job(&token, &job_id, Duration::from_secs(60)).await;
 
     let mut ws = d.ws(user, &token).await;
@@ -343,7 +387,9 @@ async fn the_socket_answers_ping_replays_on_resume_and_refuses_strangers() {
         ws.send_text("{\"type\":\"nonsense\"}").await;
     }
     let mut closed_with = None;
-    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut ws.stream)).await {
+    while let Ok(Some(msg)) =
+        tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut ws.stream)).await
+    {
         if let Ok(tokio_tungstenite::tungstenite::Message::Close(frame)) = msg {
             closed_with = frame.map(|f| u16::from(f.code));
             break;
@@ -366,7 +412,9 @@ async fn the_socket_answers_ping_replays_on_resume_and_refuses_strangers() {
     .unwrap();
     req.headers_mut()
         .insert("sec-websocket-protocol", format!("bearer, {token}").parse().unwrap());
-    let (mut ws2, resp) = tokio_tungstenite::connect_async(req).await.expect("protocol token accepted");
+    let (mut ws2, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("protocol token accepted");
     assert_eq!(resp.headers()["sec-websocket-protocol"], "bearer");
     futures::SinkExt::send(&mut ws2, tokio_tungstenite::tungstenite::Message::Text("ping".into()))
         .await
@@ -389,9 +437,21 @@ async fn uploads_enqueue_arq_jobs_in_arqs_wire_format() {
         .query_async(&mut r)
         .await
         .unwrap();
-    let ttl: i64 = redis::cmd("PTTL").arg(format!("arq:job:{job_id}")).query_async(&mut r).await.unwrap();
-    assert!(ttl > 3_500_000 && ttl <= 3_600_000, "job expires after 3600 s, got {ttl} ms");
-    let score: Option<f64> = redis::cmd("ZSCORE").arg(&d.queue).arg(&job_id).query_async(&mut r).await.unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("arq:job:{job_id}"))
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert!(
+        ttl > 3_500_000 && ttl <= 3_600_000,
+        "job expires after 3600 s, got {ttl} ms"
+    );
+    let score: Option<f64> = redis::cmd("ZSCORE")
+        .arg(&d.queue)
+        .arg(&job_id)
+        .query_async(&mut r)
+        .await
+        .unwrap();
     assert!(score.is_some(), "the job is on the configured queue");
     let script = format!(
         "import pickle,sys\nd=pickle.loads(sys.stdin.buffer.read())\nassert list(d)==['t','f','a','k','et'], list(d)\n\

@@ -189,6 +189,9 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
     let services = state.args.services.clone();
     let s = &services;
     let job_id = state.args.claimed.job_id.clone();
+    if state.step != Step::Begin {
+        s.faults.maybe_hang(state.step.stage(), &job_id).await;
+    }
     match state.step {
         Step::Begin => {
             let (document_id, user_id) = job_args(&state.args.job)?;

@@ -29,7 +29,7 @@ use super::session::{SessionActor, SessionMsg, SocketHandle};
 use crate::arq::wire::{cancelled_error, job_execution_failed};
 use crate::arq::{Claimed, JobDef};
 use crate::domain::Envelope;
-use crate::jobs::{self, PROCESS_DOCUMENT};
+use crate::jobs::{self, NOOP, PROCESS_DOCUMENT};
 use crate::services::Services;
 
 /// How often a crashed job may be restarted before it fails for good.
@@ -215,15 +215,41 @@ impl Supervisor {
             );
             return;
         }
-        if job.function != PROCESS_DOCUMENT {
+        let known = job.function == PROCESS_DOCUMENT || (job.function == NOOP && services.settings.queue.enable_noop);
+        if !known {
             let msg = format!("function '{}' not found", job.function);
             Self::fail_unstarted(state, claimed, Some(job), &msg, job_execution_failed(msg.clone()));
             return;
+        }
+        // A `_job_try` given to enqueue_job raises the try count (arq §6.3 step 5).
+        let mut claimed = claimed;
+        if let Some(t) = job.job_try.filter(|t| *t > claimed.job_try) {
+            claimed.job_try = t;
+            if let Err(e) = services.queue.set_try(&claimed.job_id, t).await {
+                tracing::warn!(job_id = %claimed.job_id, error = %e, "cannot store the job's try count");
+            }
         }
         let max_tries = services.settings.queue.max_tries;
         if claimed.job_try > max_tries as i64 {
             let msg = format!("max {max_tries} retries exceeded");
             Self::fail_unstarted(state, claimed, Some(job), &msg, jobs::max_tries_exceeded(max_tries));
+            return;
+        }
+        if job.function == NOOP {
+            let running = state.running.clone();
+            tokio::spawn(async move {
+                let start_ms = crate::arq::now_ms();
+                jobs::arq_finish(
+                    &services,
+                    &claimed,
+                    Some(&job),
+                    start_ms,
+                    true,
+                    crate::arq::PyValue::None,
+                )
+                .await;
+                running.fetch_sub(1, Ordering::SeqCst);
+            });
             return;
         }
         let args = DocumentArgs {

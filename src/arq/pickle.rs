@@ -296,11 +296,168 @@ fn write_tuple(items: &[PyValue], out: &mut Vec<u8>) {
 }
 
 /// Reads any pickle into a [`PyValue`]. Globals we cannot resolve (datetime,
-/// Decimal, custom classes) are an error naming the first one found.
+/// Decimal, custom classes) are an error naming them.
 pub fn from_pickle_bytes(bytes: &[u8]) -> Result<PyValue, String> {
     serde_pickle::value_from_slice(bytes, serde_pickle::DeOptions::new())
         .map(PyValue::from_pickle)
-        .map_err(|e| e.to_string())
+        .map_err(|e| {
+            // Globals serde-pickle resolves itself are not the problem.
+            const HANDLED: [&str; 7] = [
+                "_codecs.encode",
+                "builtins.bytearray",
+                "__builtin__.bytearray",
+                "builtins.set",
+                "builtins.frozenset",
+                "__builtin__.set",
+                "__builtin__.frozenset",
+            ];
+            let globals: Vec<String> = find_globals(bytes)
+                .into_iter()
+                .filter(|g| !HANDLED.contains(&g.as_str()))
+                .collect();
+            if globals.is_empty() {
+                e.to_string()
+            } else {
+                format!(
+                    "it holds Python objects doculearn cannot use ({}); send strings, numbers, lists or dicts",
+                    globals.join(", ")
+                )
+            }
+        })
+}
+
+/// Names (`module.name`) of the classes a pickle refers to, found by walking
+/// its opcodes (protocols 0–5) without executing anything.
+pub fn find_globals(bytes: &[u8]) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    // Recent string values, for STACK_GLOBAL (module and name are the two
+    // strings pushed before it, possibly through the memo).
+    let mut strings: Vec<String> = Vec::new();
+    let mut memo: std::collections::HashMap<u32, String> = std::collections::HashMap::new();
+    let mut memo_next: u32 = 0;
+    let mut last_string: Option<String> = None;
+    let mut i = 0usize;
+    let read_le = |b: &[u8], at: usize, n: usize| -> Option<u64> {
+        let s = b.get(at..at + n)?;
+        Some(s.iter().rev().fold(0u64, |acc, &x| (acc << 8) | x as u64))
+    };
+    let line = |b: &[u8], at: usize| -> Option<(String, usize)> {
+        let end = b[at..].iter().position(|&c| c == b'\n')? + at;
+        Some((String::from_utf8_lossy(&b[at..end]).into_owned(), end + 1))
+    };
+    let mut push = |found: &mut Vec<String>, name: String| {
+        if !found.contains(&name) {
+            found.push(name);
+        }
+    };
+    while i < bytes.len() {
+        let op = bytes[i];
+        i += 1;
+        let mut pushed_string: Option<String> = None;
+        let step: Option<usize> = (|| {
+            Some(match op {
+                b'.' => return Some(usize::MAX),
+                0x80 => 1,                                  // PROTO
+                0x95 => 8,                                  // FRAME
+                b'J' => 4,                                  // BININT
+                b'K' => 1,                                  // BININT1
+                b'M' => 2,                                  // BININT2
+                b'G' => 8,                                  // BINFLOAT
+                0x8a => 1 + *bytes.get(i)? as usize,        // LONG1
+                0x8b => 4 + read_le(bytes, i, 4)? as usize, // LONG4
+                0x8c | b'U' | b'C' => {
+                    // SHORT_BINUNICODE / SHORT_BINSTRING / SHORT_BINBYTES
+                    let n = *bytes.get(i)? as usize;
+                    if op == 0x8c {
+                        pushed_string = Some(String::from_utf8_lossy(bytes.get(i + 1..i + 1 + n)?).into_owned());
+                    }
+                    1 + n
+                }
+                b'X' | b'T' | b'B' => {
+                    let n = read_le(bytes, i, 4)? as usize;
+                    if op == b'X' {
+                        pushed_string = Some(String::from_utf8_lossy(bytes.get(i + 4..i + 4 + n)?).into_owned());
+                    }
+                    4 + n
+                }
+                0x8d | 0x8e | 0x96 => 8 + read_le(bytes, i, 8)? as usize, // *8 variants
+                b'h' | b'q' => {
+                    // BINGET / BINPUT
+                    let idx = *bytes.get(i)? as u32;
+                    if op == b'h' {
+                        pushed_string = memo.get(&idx).cloned();
+                    } else if let Some(s) = &last_string {
+                        memo.insert(idx, s.clone());
+                    }
+                    1
+                }
+                b'j' | b'r' => {
+                    let idx = read_le(bytes, i, 4)? as u32;
+                    if op == b'j' {
+                        pushed_string = memo.get(&idx).cloned();
+                    } else if let Some(s) = &last_string {
+                        memo.insert(idx, s.clone());
+                    }
+                    4
+                }
+                0x94 => {
+                    // MEMOIZE
+                    if let Some(s) = &last_string {
+                        memo.insert(memo_next, s.clone());
+                    }
+                    memo_next += 1;
+                    0
+                }
+                0x82 => 1, // EXT1
+                0x83 => 2, // EXT2
+                0x84 => 4, // EXT4
+                b'c' | b'i' => {
+                    // GLOBAL / INST: two newline-terminated lines
+                    let (module, after) = line(bytes, i)?;
+                    let (name, after) = line(bytes, after)?;
+                    push(&mut found, format!("{module}.{name}"));
+                    after - i
+                }
+                b'I' | b'L' | b'F' | b'S' | b'V' | b'g' | b'p' | b'P' => {
+                    let (text, after) = line(bytes, i)?;
+                    if op == b'p' {
+                        if let (Ok(idx), Some(s)) = (text.parse::<u32>(), &last_string) {
+                            memo.insert(idx, s.clone());
+                        }
+                    }
+                    if op == b'g' {
+                        pushed_string = text.parse::<u32>().ok().and_then(|idx| memo.get(&idx).cloned());
+                    }
+                    after - i
+                }
+                0x93 => {
+                    // STACK_GLOBAL
+                    if strings.len() >= 2 {
+                        let name = strings.pop().unwrap_or_default();
+                        let module = strings.pop().unwrap_or_default();
+                        push(&mut found, format!("{module}.{name}"));
+                    }
+                    0
+                }
+                _ => 0,
+            })
+        })();
+        match step {
+            Some(usize::MAX) => break,
+            Some(n) => i += n,
+            None => break,
+        }
+        if op != 0x94 && op != b'q' && op != b'r' && op != b'p' {
+            last_string = pushed_string.clone();
+        }
+        if let Some(s) = pushed_string {
+            strings.push(s);
+            if strings.len() > 8 {
+                strings.remove(0);
+            }
+        }
+    }
+    found
 }
 
 #[cfg(test)]
@@ -354,6 +511,21 @@ mod tests {
         assert!(bytes.starts_with(b"\x80\x02carq.worker\nJobExecutionFailed\nX"));
         assert!(bytes.ends_with(b"\x85R."));
         assert_eq!(e.to_json(), serde_json::json!("JobExecutionFailed: job expired"));
+    }
+
+    #[test]
+    fn unusable_python_objects_are_named() {
+        // Python 3.11: pickle.dumps({'a': (datetime(2026,1,2,3,4,5), Decimal('1.5'))})
+        let bytes = b"\x80\x04\x95S\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x01a\x94\x8c\x08datetime\x94\x8c\x08datetime\x94\x93\x94C\n\x07\xea\x01\x02\x03\x04\x05\x00\x00\x00\x94\x85\x94R\x94\x8c\x07decimal\x94\x8c\x07Decimal\x94\x93\x94\x8c\x031.5\x94\x85\x94R\x94\x86\x94s.";
+        let err = from_pickle_bytes(bytes).unwrap_err();
+        assert!(err.contains("datetime.datetime"), "{err}");
+        assert!(err.contains("decimal.Decimal"), "{err}");
+        // Protocol 2 uses GLOBAL with text lines.
+        let p2 = b"\x80\x02cdatetime\ndate\nq\x00c_codecs\nencode\nq\x01X\x05\x00\x00\x00\x07\xc3\xaa\x01\x02q\x02X\x06\x00\x00\x00latin1q\x03\x86q\x04Rq\x05\x85q\x06Rq\x07.";
+        assert_eq!(
+            find_globals(p2),
+            vec!["datetime.date".to_string(), "_codecs.encode".to_string()]
+        );
     }
 
     #[test]

@@ -157,6 +157,14 @@ impl ArqQueue {
         parse_claims(reply)
     }
 
+    /// `SETEX arq:retry:<id> 88400 t`: a job dict's `t` above the counter wins.
+    pub async fn set_try(&self, job_id: &str, t: i64) -> Result<(), QueueError> {
+        let mut con = self.redis.clone();
+        con.set_ex::<_, _, ()>(format!("{RETRY_PREFIX}{job_id}"), t.to_string(), RETRY_TTL_SECS as u64)
+            .await?;
+        Ok(())
+    }
+
     /// Extends the lease on a running job (arq's in-progress key).
     pub async fn renew(&self, job_id: &str, lease_ms: i64) -> Result<bool, QueueError> {
         let mut con = self.redis.clone();

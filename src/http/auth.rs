@@ -134,6 +134,7 @@ mod tests {
             issuer: "doculearn".into(),
             audience: aud.into(),
             token_ttl_secs: 60,
+            service_token: SecretString::from(String::new()),
         })
     }
 

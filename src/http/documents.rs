@@ -47,16 +47,27 @@ pub fn clean_content_type(raw: Option<&str>) -> String {
     }
 }
 
+/// One document to accept.
+pub struct Incoming<'a> {
+    pub name: &'a str,
+    pub content_type: &'a str,
+    pub content: Option<&'a [u8]>,
+    pub url: Option<&'a str>,
+    pub batch_id: Option<Uuid>,
+    /// `false`: the caller's own arq client enqueues the job.
+    pub enqueue: bool,
+}
+
 /// Stores a document and enqueues its job. Returns `{document_id, job_id, status}`.
-pub async fn accept(
-    state: &AppState,
-    owner: Uuid,
-    name: &str,
-    content_type: &str,
-    content: Option<&[u8]>,
-    url: Option<&str>,
-    batch_id: Option<Uuid>,
-) -> Result<Value, ApiError> {
+pub async fn accept(state: &AppState, owner: Uuid, incoming: Incoming<'_>) -> Result<Value, ApiError> {
+    let Incoming {
+        name,
+        content_type,
+        content,
+        url,
+        batch_id,
+        enqueue,
+    } = incoming;
     let s = &state.services;
     let id = Uuid::new_v4();
     let job_id = job_id_for(id);
@@ -103,7 +114,13 @@ pub async fn accept(
         enqueue_time_ms: now_ms(),
     };
     let expires_ms = (s.settings.queue.job_expires_secs * 1000) as i64;
-    match s.queue.enqueue(&job_id, &job, 0, Some(expires_ms)).await {
+    let enqueued = if enqueue {
+        s.queue.enqueue(&job_id, &job, 0, Some(expires_ms)).await
+    } else {
+        // The caller's backend enqueues `doc:{id}` itself (arq's enqueue_job).
+        Ok(true)
+    };
+    match enqueued {
         Ok(true) => {}
         Ok(false) => {
             // A fresh UUID cannot collide; if it somehow did, do not lose the upload silently.
@@ -132,7 +149,11 @@ pub async fn accept(
     };
     s.publisher.publish(owner, &event).await;
     tracing::info!(document_id = %id, job_id = %job_id, user_id = %owner, bytes = content.map(|c| c.len()).unwrap_or(0), "document accepted");
-    Ok(json!({ "document_id": id, "job_id": job_id, "status": "queued" }))
+    if enqueue {
+        Ok(json!({ "document_id": id, "job_id": job_id, "status": "queued" }))
+    } else {
+        Ok(json!({ "document_id": id, "job_id": job_id, "status": "queued", "enqueued": false }))
+    }
 }
 
 #[derive(Deserialize)]
@@ -194,13 +215,22 @@ fn url_name(url: &reqwest::Url) -> String {
     clean_name(&last.unwrap_or_else(|| url.host_str().unwrap_or("download").to_string()))
 }
 
+#[derive(Deserialize)]
+pub struct UploadQuery {
+    /// `false`: store the document and its `queued` job row, but leave the
+    /// enqueueing to the caller's own arq client (a Python backend).
+    enqueue: Option<bool>,
+}
+
 /// `POST /api/v1/documents`: 202 with `{document_id, job_id, status}` for one
 /// file or a URL, a JSON array of those for several files.
 pub async fn upload(
     State(state): State<AppState>,
     user: AuthUser,
+    Query(q): Query<UploadQuery>,
     req: Request,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let enqueue = q.enqueue.unwrap_or(true);
     let ct = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -217,16 +247,15 @@ pub async fn upload(
             return Err(ApiError::BadRequest("only http and https URLs can be ingested".into()));
         }
         let name = body.name.as_deref().map(clean_name).unwrap_or_else(|| url_name(&url));
-        let out = accept(
-            &state,
-            user.user_id,
-            &name,
-            "application/octet-stream",
-            None,
-            Some(url.as_str()),
-            None,
-        )
-        .await?;
+        let incoming = Incoming {
+            name: &name,
+            content_type: "application/octet-stream",
+            content: None,
+            url: Some(url.as_str()),
+            batch_id: None,
+            enqueue,
+        };
+        let out = accept(&state, user.user_id, incoming).await?;
         return Ok((StatusCode::ACCEPTED, Json(out)));
     }
     if !ct.starts_with("multipart/form-data") {
@@ -245,18 +274,15 @@ pub async fn upload(
     }
     let mut out = Vec::with_capacity(files.len());
     for f in &files {
-        out.push(
-            accept(
-                &state,
-                user.user_id,
-                &f.name,
-                &f.content_type,
-                Some(&f.bytes),
-                None,
-                None,
-            )
-            .await?,
-        );
+        let incoming = Incoming {
+            name: &f.name,
+            content_type: &f.content_type,
+            content: Some(&f.bytes),
+            url: None,
+            batch_id: None,
+            enqueue,
+        };
+        out.push(accept(&state, user.user_id, incoming).await?);
     }
     let body = if out.len() == 1 {
         out.pop().expect("one")

@@ -128,3 +128,119 @@ pub async fn retry(
         Json(json!({ "job_id": job_id, "document_id": document_id, "status": "queued" })),
     ))
 }
+
+/// Progress reported by an external worker (seed plan 1.6).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalProgress {
+    job_id: String,
+    document_id: Option<uuid::Uuid>,
+    user_id: Option<uuid::Uuid>,
+    stage: String,
+    progress: f64,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    details: Option<Value>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+fn service_token_ok(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
+    use secrecy::ExposeSecret;
+    let expected = state.services.settings.auth.service_token.expose_secret().as_bytes();
+    if expected.is_empty() {
+        return false;
+    }
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .as_bytes();
+    // Constant-time comparison.
+    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// `POST /api/v1/jobs/progress`: stored and broadcast like our own events.
+pub async fn external_progress(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Json(body): Json<ExternalProgress>,
+) -> Result<Json<Value>, ApiError> {
+    if !service_token_ok(&state, &headers) {
+        return Err(ApiError::Unauthorized(
+            "this route needs the service token (auth.service_token)".into(),
+        ));
+    }
+    let stage = Stage::parse(&body.stage)
+        .filter(|s| *s != Stage::BatchProcessing)
+        .ok_or_else(|| ApiError::BadRequest(format!("unknown stage “{}”", body.stage)))?;
+    if !body.progress.is_finite() || !(0.0..=1.0).contains(&body.progress) {
+        return Err(ApiError::BadRequest("progress must be a number between 0 and 1".into()));
+    }
+    if body.message.chars().count() > 1000 || body.error.as_ref().is_some_and(|e| e.chars().count() > 2000) {
+        return Err(ApiError::BadRequest("message or error is too long".into()));
+    }
+    let details = body.details.unwrap_or_else(|| json!({}));
+    if !details.is_object() || details.to_string().len() > 16 * 1024 {
+        return Err(ApiError::BadRequest(
+            "details must be a JSON object of at most 16 KiB".into(),
+        ));
+    }
+    let s = &state.services;
+    let job = db::job_owner(&s.db, &body.job_id).await?.ok_or_else(not_found)?;
+    // The reporter cannot publish into a user's stream for a document that user does not own.
+    if body.user_id.is_some_and(|u| u != job.user_id) || body.document_id.is_some_and(|d| Some(d) != job.document_id) {
+        return Err(not_found());
+    }
+    let kind = match stage {
+        Stage::Completed => EventType::JobCompleted,
+        Stage::Failed => EventType::JobFailed,
+        Stage::Queued => EventType::JobQueued,
+        _ => EventType::JobProgress,
+    };
+    let same_attempt_floor = if stage == Stage::Queued { 0.0 } else { job.progress };
+    let progress = body.progress.max(same_attempt_floor);
+    let failed_stage = (stage == Stage::Failed).then(|| Stage::parse(&job.stage).unwrap_or(Stage::Queued));
+    let timestamp = chrono::Utc::now();
+    let message = if body.message.is_empty() {
+        format!("{stage}")
+    } else {
+        body.message.clone()
+    };
+    let seq = db::record_event(
+        &s.db,
+        &EventRecord {
+            job_id: &body.job_id,
+            attempt: job.attempt,
+            kind,
+            stage,
+            failed_stage,
+            progress,
+            message: &message,
+            details: &details,
+            error: body.error.as_deref(),
+            timestamp,
+        },
+    )
+    .await?
+    .ok_or_else(|| ApiError::Conflict("the job changed meanwhile; send the update again".into()))?;
+    let event = ProgressEvent {
+        kind,
+        job_id: body.job_id.clone(),
+        document_id: job.document_id,
+        batch_id: job.batch_id,
+        stage,
+        progress,
+        message,
+        details,
+        error: body.error.clone(),
+        seq,
+        attempt: job.attempt,
+        timestamp,
+        document_name: job.document_name,
+    };
+    s.publisher.publish(job.user_id, &event).await;
+    Ok(Json(json!({ "status": "ok", "seq": seq })))
+}

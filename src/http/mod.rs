@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
                 .get(documents::list),
         )
         .route("/documents/{id}", get(documents::get).delete(documents::delete))
+        .route("/jobs/progress", post(jobs::external_progress))
         .route("/jobs/{job_id}", get(jobs::get))
         .route("/jobs/{job_id}/history", get(jobs::history))
         .route("/jobs/{job_id}/retry", post(jobs::retry))

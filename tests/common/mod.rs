@@ -132,7 +132,10 @@ impl Daemon {
             ("DOCULEARN_PROGRESS__CHANNEL".into(), self.channel.clone()),
             ("DOCULEARN_HTTP__LISTEN".into(), "127.0.0.1:0".into()),
             ("DOCULEARN_EMBEDDING__PROVIDER".into(), self.opts.provider.into()),
-            ("DOCULEARN_EMBEDDING__MODEL_DIR".into(), model_dir().display().to_string()),
+            (
+                "DOCULEARN_EMBEDDING__MODEL_DIR".into(),
+                model_dir().display().to_string(),
+            ),
             ("DOCULEARN_QUEUE__POLL_INTERVAL_MS".into(), "50".into()),
         ];
         env.extend(self.opts.env.iter().cloned());
@@ -144,7 +147,11 @@ impl Daemon {
         let log_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("daemon-logs");
         std::fs::create_dir_all(&log_dir).unwrap();
         self.log = log_dir.join(format!("{}-{}.log", test_name(), &self.db_name));
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_doculearn"));
         cmd.arg("serve")
             .args(&self.opts.args)
@@ -172,7 +179,10 @@ impl Daemon {
             Ok(l) => l,
             Err(_) => {
                 let _ = child.kill();
-                panic!("daemon did not start; log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+                panic!(
+                    "daemon did not start; log:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
             }
         };
         self.addr = line
@@ -245,7 +255,10 @@ impl Daemon {
     pub async fn upload(&self, token: &str, files: &[(&str, Vec<u8>)]) -> reqwest::Response {
         let mut form = reqwest::multipart::Form::new();
         for (name, bytes) in files {
-            form = form.part("file", reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.to_string()));
+            form = form.part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.to_string()),
+            );
         }
         client()
             .post(self.url("/api/v1/documents"))
@@ -274,7 +287,13 @@ impl Daemon {
     }
 
     pub async fn post_json(&self, token: &str, path: &str, body: &Value) -> (u16, Value) {
-        let r = client().post(self.url(path)).bearer_auth(token).json(body).send().await.unwrap();
+        let r = client()
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -294,7 +313,10 @@ impl Daemon {
                 return job;
             }
             if start.elapsed() > timeout {
-                panic!("job {job_id} did not end within {timeout:?}: {job}\nlog: {}", self.log.display());
+                panic!(
+                    "job {job_id} did not end within {timeout:?}: {job}\nlog: {}",
+                    self.log.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -325,12 +347,16 @@ pub fn keys() -> doculearn::http::auth::AuthKeys {
         issuer: "doculearn".into(),
         audience: "doculearn".into(),
         token_ttl_secs: 3600,
+        service_token: String::new().into(),
     })
 }
 
 pub fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
 }
 
 pub struct Ws {
@@ -374,7 +400,9 @@ impl Ws {
                         .collect::<Vec<_>>()
                 );
             };
-            let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
             let Some(job) = v["job_id"].as_str() else { continue };
             if !jobs.iter().any(|j| j == job) {
                 continue;

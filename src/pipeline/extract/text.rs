@@ -350,15 +350,24 @@ mod tests {
         fn utf8_markdown_with_html_comments_and_badges() {
             let ex = extract("ocrmypdf-README_ZH.md", "application/octet-stream");
             assert_eq!(ex.kind, "markdown");
-            assert!(!ex.text.contains("SPDX-FileCopyrightText"), "HTML comments are not text");
-            assert!(!ex.text.contains("https://github.com/ocrmypdf/OCRmyPDF/actions"), "link targets are not text");
+            assert!(
+                !ex.text.contains("SPDX-FileCopyrightText"),
+                "HTML comments are not text"
+            );
+            assert!(
+                !ex.text.contains("https://github.com/ocrmypdf/OCRmyPDF/actions"),
+                "link targets are not text"
+            );
             assert!(ex.text.contains("OCRmyPDF"));
         }
 
         #[test]
         fn a_large_sphinx_html_page() {
             let ex = extract("ghostscript-Use.html", "text/html");
-            assert!(!ex.text.contains("<div") && !ex.text.contains("function("), "no tags or scripts");
+            assert!(
+                !ex.text.contains("<div") && !ex.text.contains("function("),
+                "no tags or scripts"
+            );
             assert!(ex.text.contains("Ghostscript"));
             assert!(ex.text.len() > 100_000, "{}", ex.text.len());
         }
@@ -366,7 +375,11 @@ mod tests {
         #[test]
         fn plain_ascii_text_keeps_its_paragraphs() {
             let ex = extract("debian-manifesto.txt", "text/plain");
-            assert!(ex.text.contains("Debian is being\ncarefully and conscientiously put\ntogether") || ex.text.contains("carefully and conscientiously put"));
+            assert!(
+                ex.text
+                    .contains("Debian is being\ncarefully and conscientiously put\ntogether")
+                    || ex.text.contains("carefully and conscientiously put")
+            );
             assert!(ex.text.contains("\n\n"), "paragraph breaks survive");
         }
     }

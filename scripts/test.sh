@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: sets up what is missing (same as the quick start), checks
-# formatting and lints, then runs the Rust unit and integration tests (real
-# PostgreSQL + pgvector and real Redis).
+# formatting and lints, runs the Rust unit and integration tests (real
+# PostgreSQL + pgvector and real Redis), then the arq interop suite (the real
+# Python arq 0.28 client and worker against the daemon).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,8 +14,15 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== tests"
 export DOCULEARN_MODEL_DIR="$PWD/.local/models/all-MiniLM-L6-v2"
+status=0
 if command -v cargo-nextest >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast "$@"
+  cargo nextest run --workspace --no-fail-fast "$@" || status=1
 else
-  cargo test --workspace --no-fail-fast "$@"
+  cargo test --workspace --no-fail-fast "$@" || status=1
 fi
+
+echo "== arq interop suite (Python arq 0.28)"
+bash scripts/interop-venv.sh
+cargo build --quiet --bin doculearn
+DOCULEARN_BIN="$PWD/target/debug/doculearn" tests/interop/.venv/bin/pytest tests/interop -q -p no:cacheprovider || status=1
+exit $status

@@ -23,6 +23,7 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub queue: QueueSettings,
     pub progress: ProgressSettings,
+    pub watchdog: WatchdogSettings,
     pub auth: AuthSettings,
     pub pipeline: PipelineSettings,
     pub embedding: EmbeddingSettings,
@@ -111,6 +112,34 @@ pub struct ProgressSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct WatchdogSettings {
+    pub interval_secs: u64,
+    pub reconcile_after_secs: u64,
+    pub downloading_secs: u64,
+    pub extracting_secs: u64,
+    pub chunking_secs: u64,
+    pub embedding_secs: u64,
+    pub storing_secs: u64,
+}
+
+impl WatchdogSettings {
+    /// The budget of a running stage (`None` for stages that are not running).
+    pub fn budget(&self, stage: crate::domain::Stage) -> Option<Duration> {
+        use crate::domain::Stage;
+        let secs = match stage {
+            Stage::Downloading => self.downloading_secs,
+            Stage::Extracting => self.extracting_secs,
+            Stage::Chunking => self.chunking_secs,
+            Stage::Embedding => self.embedding_secs,
+            Stage::Storing => self.storing_secs,
+            _ => return None,
+        };
+        Some(Duration::from_secs(secs))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     pub jwt_secret: SecretString,
     pub issuer: String,
@@ -156,6 +185,7 @@ pub struct EmbeddingSettings {
     pub base_url: String,
     pub api_key: SecretString,
     pub request_timeout_secs: u64,
+    pub max_retries: u32,
     pub model_dir: PathBuf,
     pub max_seq_len: usize,
 }
@@ -167,6 +197,7 @@ pub struct FaultSettings {
     pub panic_times: u32,
     pub hang_in_stage: String,
     pub hang_secs: u64,
+    pub hang_times: u32,
 }
 
 /// A setting that stops start-up. `Display` is the one line an operator reads.
@@ -315,6 +346,9 @@ impl Settings {
                     "must be one of downloading, extracting, chunking, embedding, storing",
                 ));
             }
+        }
+        if self.watchdog.interval_secs == 0 {
+            return Err(invalid("watchdog.interval_secs", "must be at least 1"));
         }
         let service = self.auth.service_token.expose_secret();
         if !service.is_empty() && service.len() < 32 {

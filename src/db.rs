@@ -379,6 +379,104 @@ pub async fn job_owner(pool: &PgPool, job_id: &str) -> Result<Option<JobOwner>, 
     .transpose()
 }
 
+/// A job that has not reported for a while.
+#[derive(Debug, Clone)]
+pub struct IdleJob {
+    pub job_id: String,
+    pub stage: String,
+    pub attempt: i32,
+    pub progress: f64,
+    pub idle_secs: f64,
+    pub user_id: Uuid,
+    pub document_id: Option<Uuid>,
+    pub batch_id: Option<Uuid>,
+    pub document_name: Option<String>,
+}
+
+/// Unfinished jobs whose last event is older than `min_idle`, longest idle first.
+pub async fn idle_jobs(pool: &PgPool, min_idle: std::time::Duration) -> Result<Vec<IdleJob>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT j.job_id, j.stage, j.attempt, j.progress, EXTRACT(EPOCH FROM (now() - j.last_update))::float8 AS idle, \
+                j.user_id, j.document_id, j.batch_id, d.name \
+         FROM job_progress j LEFT JOIN documents d ON d.id = j.document_id \
+         WHERE j.stage NOT IN ('completed', 'failed') AND j.last_update < now() - make_interval(secs => $1) \
+         ORDER BY j.last_update LIMIT 1000",
+    )
+    .bind(min_idle.as_secs_f64())
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(IdleJob {
+                job_id: r.try_get("job_id")?,
+                stage: r.try_get("stage")?,
+                attempt: r.try_get("attempt")?,
+                progress: r.try_get("progress")?,
+                idle_secs: r.try_get("idle")?,
+                user_id: r.try_get("user_id")?,
+                document_id: r.try_get("document_id")?,
+                batch_id: r.try_get("batch_id")?,
+                document_name: r.try_get("name")?,
+            })
+        })
+        .collect()
+}
+
+/// Starts a new attempt only if `seen` is still the current one (so of
+/// several instances acting on the same observation, one wins).
+pub async fn bump_attempt_if(pool: &PgPool, job_id: &str, seen: i32) -> Result<Option<i32>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE job_progress SET attempt = attempt + 1, last_update = now() WHERE job_id = $1 AND attempt = $2 RETURNING attempt",
+    )
+    .bind(job_id)
+    .bind(seen)
+    .fetch_optional(pool)
+    .await
+}
+
+/// A job as an operator sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdminJob {
+    pub job_id: String,
+    pub user_id: Uuid,
+    pub document_id: Option<Uuid>,
+    pub document_name: Option<String>,
+    pub stage: String,
+    pub progress: f64,
+    pub attempt: i32,
+    pub error: Option<String>,
+    pub failed_stage: Option<String>,
+    pub last_update: DateTime<Utc>,
+}
+
+pub async fn admin_jobs(pool: &PgPool, stage: Option<&str>, limit: i64) -> Result<Vec<AdminJob>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT j.job_id, j.user_id, j.document_id, d.name, j.stage, j.progress, j.attempt, j.error, j.failed_stage, j.last_update \
+         FROM job_progress j LEFT JOIN documents d ON d.id = j.document_id \
+         WHERE ($1::text IS NULL OR j.stage = $1) ORDER BY j.last_update DESC LIMIT $2",
+    )
+    .bind(stage)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(AdminJob {
+                job_id: r.try_get("job_id")?,
+                user_id: r.try_get("user_id")?,
+                document_id: r.try_get("document_id")?,
+                document_name: r.try_get("name")?,
+                stage: r.try_get("stage")?,
+                progress: r.try_get("progress")?,
+                attempt: r.try_get("attempt")?,
+                error: r.try_get("error")?,
+                failed_stage: r.try_get("failed_stage")?,
+                last_update: r.try_get("last_update")?,
+            })
+        })
+        .collect()
+}
+
 /// Identity of a job as a worker starts it.
 #[derive(Debug, Clone)]
 pub struct JobStart {
@@ -542,6 +640,56 @@ pub async fn requeue(pool: &PgPool, owner: Uuid, job_id: &str) -> Result<Option<
     .bind(owner)
     .fetch_optional(pool)
     .await
+}
+
+// ---------------------------------------------------------------- stage cache
+
+/// Cached output of a stage for these bytes, if any (a JSON value).
+pub async fn cached_extraction(pool: &PgPool, sha256: &str, extractor: &str) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    let v: Option<Json<serde_json::Value>> =
+        sqlx::query_scalar("SELECT extracted FROM extraction_cache WHERE sha256 = $1 AND extractor = $2")
+            .bind(sha256)
+            .bind(extractor)
+            .fetch_optional(pool)
+            .await?;
+    Ok(v.map(|j| j.0))
+}
+
+pub async fn cache_extraction(pool: &PgPool, sha256: &str, extractor: &str, value: &serde_json::Value) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO extraction_cache (sha256, extractor, extracted) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+        .bind(sha256)
+        .bind(extractor)
+        .bind(Json(value))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub async fn cached_chunks(pool: &PgPool, sha256: &str, extractor: &str, size: usize, overlap: usize) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    let v: Option<Json<serde_json::Value>> = sqlx::query_scalar(
+        "SELECT chunks FROM chunk_cache WHERE sha256 = $1 AND extractor = $2 AND chunk_size = $3 AND chunk_overlap = $4",
+    )
+    .bind(sha256)
+    .bind(extractor)
+    .bind(size as i32)
+    .bind(overlap as i32)
+    .fetch_optional(pool)
+    .await?;
+    Ok(v.map(|j| j.0))
+}
+
+pub async fn cache_chunks(pool: &PgPool, sha256: &str, extractor: &str, size: usize, overlap: usize, value: &serde_json::Value) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO chunk_cache (sha256, extractor, chunk_size, chunk_overlap, chunks) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(sha256)
+    .bind(extractor)
+    .bind(size as i32)
+    .bind(overlap as i32)
+    .bind(Json(value))
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------- embeddings

@@ -74,44 +74,41 @@ pub fn backoff(job_try: i64) -> Duration {
     Duration::from_millis(jitter)
 }
 
-/// Fails a job no actor runs: arq gets `exception`, and a document job's row
-/// gets a `failed` event in the stage it had reached (a new attempt fences
-/// off whatever older worker might still be running it).
-pub async fn fail_without_actor(
-    services: &Services,
-    claimed: &Claimed,
-    job: Option<&JobDef>,
-    reason: &str,
-    exception: PyValue,
-) {
-    let start_ms = now_ms();
-    if document_id_of(&claimed.job_id).is_some() {
-        match db::begin_attempt(&services.db, &claimed.job_id).await {
-            Ok(Some(start)) => {
-                let failed_in = if start.stage.is_terminal() || start.stage == Stage::Queued {
-                    Stage::Queued
-                } else {
-                    start.stage
-                };
-                let mut reporter = Reporter::new(
-                    services.db.clone(),
-                    services.publisher.clone(),
-                    claimed.job_id.clone(),
-                    start.user_id,
-                    start.document_id,
-                    start.batch_id,
-                    start.document_name,
-                    start.attempt,
-                    services.min_event_interval(),
-                );
-                if let Err(e) = reporter.failed(failed_in, reason).await {
-                    tracing::error!(job_id = %claimed.job_id, error = %e, "cannot record the failure");
-                }
-            }
-            Ok(None) => {}
-            Err(e) => tracing::error!(job_id = %claimed.job_id, error = %e, "cannot record the failure"),
-        }
+/// Records a failure in Postgres for a job no actor runs: a new attempt
+/// (fencing off whatever older worker might still run it) and a `failed`
+/// event in the stage the job had reached.
+pub async fn record_failure(services: &Services, job_id: &str, reason: &str) {
+    if document_id_of(job_id).is_none() {
+        return;
     }
+    match db::begin_attempt(&services.db, job_id).await {
+        Ok(Some(start)) => {
+            let failed_in = if start.stage.is_terminal() { Stage::Queued } else { start.stage };
+            let mut reporter = Reporter::new(
+                services.db.clone(),
+                services.publisher.clone(),
+                job_id.to_string(),
+                start.user_id,
+                start.document_id,
+                start.batch_id,
+                start.document_name,
+                start.attempt,
+                services.min_event_interval(),
+            );
+            if let Err(e) = reporter.failed(failed_in, reason).await {
+                tracing::error!(job_id, error = %e, "cannot record the failure");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!(job_id, error = %e, "cannot record the failure"),
+    }
+}
+
+/// Fails a job no actor runs: arq gets `exception`, and a document job's row
+/// gets a `failed` event ([`record_failure`]).
+pub async fn fail_without_actor(services: &Services, claimed: &Claimed, job: Option<&JobDef>, reason: &str, exception: PyValue) {
+    let start_ms = now_ms();
+    record_failure(services, &claimed.job_id, reason).await;
     tracing::warn!(job_id = %claimed.job_id, reason, "job failed before it ran");
     arq_finish(services, claimed, job, start_ms, false, exception).await;
 }

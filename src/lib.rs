@@ -9,6 +9,7 @@
 //! - [`pipeline`]: the stages (download, extract, chunk, embed, store) as plain functions
 //! - [`actors`]: the ractor supervision tree that runs jobs and feeds sockets
 //! - [`jobs`]: ending a job on both records (Postgres and the arq result)
+//! - [`recovery`]: the stall watchdog's and the reconciler's logic (Postgres vs Redis)
 //! - [`http`]: the API, the WebSocket, health
 //! - [`startup`]: building, running and draining the daemon
 //! - [`services`]: what actors and handlers share
@@ -23,6 +24,7 @@ pub mod http;
 pub mod jobs;
 pub mod pipeline;
 pub mod progress;
+pub mod recovery;
 pub mod services;
 pub mod startup;
 pub mod telemetry;

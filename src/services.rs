@@ -53,6 +53,8 @@ pub struct Faults {
     remaining: AtomicU32,
     hang_in: Option<Stage>,
     hang: Duration,
+    /// Hangs left (`u32::MAX`: unlimited).
+    hangs_left: AtomicU32,
 }
 
 impl Faults {
@@ -62,12 +64,27 @@ impl Faults {
             remaining: AtomicU32::new(settings.faults.panic_times),
             hang_in: Stage::parse(&settings.faults.hang_in_stage),
             hang: Duration::from_secs(settings.faults.hang_secs),
+            hangs_left: AtomicU32::new(match settings.faults.hang_times {
+                0 => u32::MAX,
+                n => n,
+            }),
         }
     }
 
     /// Sleeps when configured to hang in this stage (a stuck stage, for tests).
     pub async fn maybe_hang(&self, stage: Stage, job_id: &str) {
         if self.hang_in == Some(stage) && !self.hang.is_zero() {
+            let took = self
+                .hangs_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| match n {
+                    u32::MAX => Some(n),
+                    0 => None,
+                    n => Some(n - 1),
+                })
+                .is_ok();
+            if !took {
+                return;
+            }
             tracing::warn!(job_id, %stage, secs = self.hang.as_secs(), "injected fault: hanging");
             tokio::time::sleep(self.hang).await;
         }

@@ -108,7 +108,6 @@ impl Application {
             SupervisorArgs {
                 services: services.clone(),
                 worker: role != Role::Api,
-                relay: role != Role::Worker,
             },
         )
         .await

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -75,6 +76,8 @@ pub struct DocumentState {
     source: Option<DocumentSource>,
     bytes: Option<Vec<u8>>,
     extracted: Option<Extracted>,
+    /// Content hash of the bytes: the stage cache's key.
+    sha256: Option<String>,
     chunks: Vec<Chunk>,
     vectors: Vec<Vec<f32>>,
 }
@@ -112,6 +115,7 @@ impl Actor for DocumentActor {
             source: None,
             bytes: None,
             extracted: None,
+            sha256: None,
             chunks: Vec::new(),
             vectors: Vec::new(),
         })
@@ -271,29 +275,51 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
                 )
                 .await?;
             let bytes = state.bytes.take().expect("download ran");
-            let extracted = match &s.sandbox {
-                Some(sandbox) => {
-                    extract::extract_sandboxed(sandbox, &bytes, &source.name, &source.content_type, &s.limits).await?
-                }
-                None => {
-                    let limits = s.limits.clone();
-                    let (name, ct) = (source.name.clone(), source.content_type.clone());
-                    tokio::task::spawn_blocking(move || extract::extract_bytes(&bytes, &name, &ct, &limits))
-                        .await
-                        .map_err(|e| match e.try_into_panic() {
-                            Ok(p) => std::panic::resume_unwind(p),
-                            Err(_) => StageError::transient("extraction was interrupted"),
-                        })?
-                        .map_err(StageError::Permanent)?
+            let sha = hex::encode(Sha256::digest(&bytes));
+            let cached = match db::cached_extraction(&s.db, &sha, extract::EXTRACTOR).await {
+                Ok(v) => v.and_then(|v| serde_json::from_value::<Extracted>(v).ok()),
+                Err(e) => {
+                    tracing::warn!(job_id = %job_id, error = %e, "stage cache unavailable");
+                    None
                 }
             };
+            let from_cache = cached.is_some();
+            let extracted = match cached {
+                Some(ex) => ex,
+                None => {
+                    let ex = match &s.sandbox {
+                        Some(sandbox) => {
+                            extract::extract_sandboxed(sandbox, &bytes, &source.name, &source.content_type, &s.limits).await?
+                        }
+                        None => {
+                            let limits = s.limits.clone();
+                            let (name, ct) = (source.name.clone(), source.content_type.clone());
+                            tokio::task::spawn_blocking(move || extract::extract_bytes(&bytes, &name, &ct, &limits))
+                                .await
+                                .map_err(|e| match e.try_into_panic() {
+                                    Ok(p) => std::panic::resume_unwind(p),
+                                    Err(_) => StageError::transient("extraction was interrupted"),
+                                })?
+                                .map_err(StageError::Permanent)?
+                        }
+                    };
+                    if let Ok(v) = serde_json::to_value(&ex) {
+                        if let Err(e) = db::cache_extraction(&s.db, &sha, extract::EXTRACTOR, &v).await {
+                            tracing::warn!(job_id = %job_id, error = %e, "cannot cache the extracted text");
+                        }
+                    }
+                    ex
+                }
+            };
+            state.sha256 = Some(sha);
             db::set_detected_type(&s.db, source.id, &extracted.kind, extracted.pages.map(|p| p as i32)).await?;
             let chars = extracted.text.chars().count();
+            let reused = if from_cache { " (reused from an earlier run of the same file)" } else { "" };
             let message = match extracted.pages {
-                Some(p) => format!("Extracted {chars} characters from {p} pages"),
-                None => format!("Extracted {chars} characters"),
+                Some(p) => format!("Extracted {chars} characters from {p} pages{reused}"),
+                None => format!("Extracted {chars} characters{reused}"),
             };
-            let mut details = json!({ "characters": chars, "kind": extracted.kind });
+            let mut details = json!({ "characters": chars, "kind": extracted.kind, "cached": from_cache });
             if let Some(p) = extracted.pages {
                 details["pages"] = json!(p);
             }
@@ -313,7 +339,24 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
                 .await?;
             let extracted = state.extracted.as_ref().expect("extract ran");
             let p = &s.settings.pipeline;
-            let chunks = chunk::split(extracted, p.chunk_size, p.chunk_overlap);
+            let sha = state.sha256.clone().expect("extract ran");
+            let cached = db::cached_chunks(&s.db, &sha, extract::EXTRACTOR, p.chunk_size, p.chunk_overlap)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|v| serde_json::from_value::<Vec<Chunk>>(v).ok());
+            let chunks = match cached {
+                Some(c) => c,
+                None => {
+                    let c = chunk::split(extracted, p.chunk_size, p.chunk_overlap);
+                    if let Ok(v) = serde_json::to_value(&c) {
+                        if let Err(e) = db::cache_chunks(&s.db, &sha, extract::EXTRACTOR, p.chunk_size, p.chunk_overlap, &v).await {
+                            tracing::warn!(job_id = %job_id, error = %e, "cannot cache the chunks");
+                        }
+                    }
+                    c
+                }
+            };
             if chunks.is_empty() {
                 return Err(StageError::permanent("the document has no text to index"));
             }
@@ -342,11 +385,33 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
             let batch = s.embedder.batch_size().max(1);
             let mut vectors = Vec::with_capacity(total);
             let texts: Vec<String> = state.chunks.iter().map(|c| c.text.clone()).collect();
+            let max_retries = s.settings.embedding.max_retries;
             for piece in texts.chunks(batch) {
-                let out = s.embedder.embed(piece).await.map_err(|e| match e {
-                    EmbedError::Transient { reason, retry_after } => StageError::Transient { reason, retry_after },
-                    EmbedError::Permanent(reason) => StageError::Permanent(reason),
-                })?;
+                let mut tries = 0u32;
+                let out = loop {
+                    match s.embedder.embed(piece).await {
+                        Ok(out) => break out,
+                        Err(EmbedError::Permanent(reason)) => return Err(StageError::Permanent(reason)),
+                        Err(EmbedError::Transient { reason, retry_after }) => {
+                            tries += 1;
+                            if tries > max_retries {
+                                return Err(StageError::Transient { reason, retry_after });
+                            }
+                            let wait = retry_after.unwrap_or_else(|| jobs::backoff(tries as i64));
+                            tracing::warn!(job_id = %job_id, tries, reason = %reason, wait_ms = wait.as_millis() as u64, "embedding provider unavailable; waiting");
+                            let r = reporter(state);
+                            let progress = r.last_progress();
+                            r.progress(
+                                Stage::Embedding,
+                                progress,
+                                format!("Waiting for the embedding provider ({reason}); retrying in {:.0} s", wait.as_secs_f64().ceil()),
+                                json!({ "waiting": true, "retry": tries, "retry_in_ms": wait.as_millis() as u64 }),
+                            )
+                            .await?;
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
+                };
                 vectors.extend(out);
                 let done = vectors.len();
                 let progress = 0.40 + 0.45 * (done as f64 / total as f64);
@@ -498,7 +563,7 @@ async fn conclude_error(state: &mut DocumentState, stage: Stage, error: StageErr
             (msg.clone(), job_execution_failed(msg))
         }
         StageError::Permanent(reason) => (reason.clone(), job_execution_failed(reason)),
-        StageError::Cancelled => ("cancelled".to_string(), cancelled_error()),
+        StageError::Cancelled => (crate::http::jobs::CANCELLED.to_string(), cancelled_error()),
         StageError::TimedOut(limit) => (
             format!("processing took longer than the limit of {} s", limit.as_secs()),
             timeout_error(),

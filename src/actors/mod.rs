@@ -5,5 +5,6 @@ pub mod queue_poller;
 pub mod relay;
 pub mod session;
 pub mod supervisor;
+pub mod watchdog;
 
 pub use supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};

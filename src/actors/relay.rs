@@ -1,6 +1,7 @@
 //! The `ProgressRelay`: subscribes to the Redis progress channel, on which
 //! every instance's workers publish, and hands each event to the supervisor
-//! for the user's session. It reconnects by itself with backoff; after a
+//! for the user's session; and to its control channel (`<channel>:control`),
+//! on which recovery tells the instance holding a stalled attempt to stop it. It reconnects by itself with backoff; after a
 //! reconnect it tells every session to `resync` (events published while it
 //! was away were not received, and clients fetch them with `resume`).
 
@@ -14,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use super::supervisor::SupervisorMsg;
 use crate::domain::Envelope;
+use crate::recovery::{control_channel, StopAttempt};
 use crate::services::Services;
 
 pub struct RelayArgs {
@@ -32,6 +34,7 @@ pub struct ProgressRelay;
 
 async fn run(services: Arc<Services>, supervisor: ActorRef<SupervisorMsg>) {
     let channel = services.publisher.channel().to_string();
+    let control = control_channel(&channel);
     let mut failures: u32 = 0;
     let mut connected_before = false;
     loop {
@@ -39,6 +42,7 @@ async fn run(services: Arc<Services>, supervisor: ActorRef<SupervisorMsg>) {
             let client = redis::Client::open(services.settings.redis.url.expose_secret())?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
+            pubsub.subscribe(&control).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };
         match attempt.await {
@@ -55,6 +59,15 @@ async fn run(services: Arc<Services>, supervisor: ActorRef<SupervisorMsg>) {
                         Ok(p) => p,
                         Err(_) => continue,
                     };
+                    if msg.get_channel_name() == control {
+                        if let Ok(stop) = serde_json::from_slice::<StopAttempt>(&payload) {
+                            let _ = supervisor.cast(SupervisorMsg::StopAttempt {
+                                job_id: stop.job_id,
+                                job_try: stop.job_try,
+                            });
+                        }
+                        continue;
+                    }
                     match serde_json::from_slice::<Envelope>(&payload) {
                         Ok(envelope) => {
                             if supervisor.cast(SupervisorMsg::Deliver(Box::new(envelope))).is_err() {

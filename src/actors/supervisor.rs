@@ -3,7 +3,8 @@
 //! ```text
 //! Supervisor
 //! ├── QueuePoller          (one; restarted with backoff)
-//! ├── ProgressRelay        (one; Redis pub/sub → sessions; restarted with backoff)
+//! ├── Watchdog             (one; stall check + reconciler on a timer; restarted with backoff)
+//! ├── ProgressRelay        (one; Redis pub/sub → sessions and control; restarted with backoff)
 //! ├── DocumentActor × N    (one per running job; a crash restarts the job as a new attempt)
 //! └── SessionActor × U     (one per connected user; fans events out to that user's sockets)
 //! ```
@@ -26,6 +27,7 @@ use super::document::{DocumentActor, DocumentArgs};
 use super::queue_poller::{PollerArgs, QueuePoller};
 use super::relay::{ProgressRelay, RelayArgs};
 use super::session::{SessionActor, SessionMsg, SocketHandle};
+use super::watchdog::{Watchdog, WatchdogArgs};
 use crate::arq::wire::{cancelled_error, job_execution_failed};
 use crate::arq::{Claimed, JobDef};
 use crate::domain::Envelope;
@@ -50,6 +52,9 @@ pub enum SupervisorMsg {
     Deliver(Box<Envelope>),
     /// The relay reconnected: every socket may have missed events.
     ResyncAll,
+    /// Recovery (on any instance) handed this job to another worker: kill
+    /// our attempt of it if it is the claim with this try number.
+    StopAttempt { job_id: String, job_try: i64 },
     /// Cancel a job running here; replies whether it was running here.
     Cancel { job_id: String, reply: RpcReplyPort<bool> },
     /// Jobs running here now.
@@ -76,6 +81,7 @@ impl std::fmt::Debug for SupervisorMsg {
             }
             SupervisorMsg::Deliver(e) => write!(f, "Deliver({}, seq {})", e.event.job_id, e.event.seq),
             SupervisorMsg::ResyncAll => f.write_str("ResyncAll"),
+            SupervisorMsg::StopAttempt { job_id, job_try } => write!(f, "StopAttempt({job_id}, try {job_try})"),
             SupervisorMsg::Cancel { job_id, .. } => write!(f, "Cancel({job_id})"),
             SupervisorMsg::Running(_) => f.write_str("Running"),
             SupervisorMsg::Drain { grace, .. } => write!(f, "Drain({grace:?})"),
@@ -89,14 +95,13 @@ impl std::fmt::Debug for SupervisorMsg {
 pub enum ChildKind {
     Poller,
     Relay,
+    Watchdog,
 }
 
 pub struct SupervisorArgs {
     pub services: Arc<Services>,
-    /// Run the queue poller (the `worker` role).
+    /// Run the queue poller and the watchdog (the `worker` role).
     pub worker: bool,
-    /// Run the progress relay (the `api` role: it has sockets to feed).
-    pub relay: bool,
 }
 
 struct RunningJob {
@@ -110,7 +115,6 @@ struct RunningJob {
 pub struct SupervisorState {
     services: Arc<Services>,
     worker: bool,
-    relay_enabled: bool,
     draining: bool,
     /// Jobs running or claimed here; shared with the poller, which claims at
     /// most `max_jobs - running`.
@@ -142,6 +146,18 @@ impl Supervisor {
                         services: state.services.clone(),
                         supervisor: myself.clone(),
                         running: state.running.clone(),
+                    },
+                    myself.get_cell(),
+                )
+                .await?;
+                r.get_cell()
+            }
+            ChildKind::Watchdog => {
+                let (r, _) = Actor::spawn_linked(
+                    None,
+                    Watchdog,
+                    WatchdogArgs {
+                        services: state.services.clone(),
                     },
                     myself.get_cell(),
                 )
@@ -335,8 +351,10 @@ fn spawn_lease(services: Arc<Services>, job_id: String) -> JoinHandle<()> {
         tick.tick().await;
         loop {
             tick.tick().await;
-            if let Err(e) = services.queue.renew(&job_id, lease_ms).await {
-                tracing::warn!(job_id = %job_id, error = %e, "cannot renew the job's lease");
+            match services.queue.renew(&job_id, lease_ms).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(job_id = %job_id, "the job's lease was gone from redis; restored it"),
+                Err(e) => tracing::warn!(job_id = %job_id, error = %e, "cannot renew the job's lease"),
             }
         }
     })
@@ -355,7 +373,6 @@ impl Actor for Supervisor {
         Ok(SupervisorState {
             services: args.services,
             worker: args.worker,
-            relay_enabled: args.relay,
             draining: false,
             running: Arc::new(AtomicUsize::new(0)),
             jobs: HashMap::new(),
@@ -373,11 +390,12 @@ impl Actor for Supervisor {
         myself: ActorRef<Self::Msg>,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        if state.relay_enabled {
-            Self::spawn_child(&myself, state, ChildKind::Relay).await?;
-        }
+        // Every role relays: the API side feeds sockets, the worker side
+        // listens for control messages (stop a stuck attempt).
+        Self::spawn_child(&myself, state, ChildKind::Relay).await?;
         if state.worker {
             Self::spawn_child(&myself, state, ChildKind::Poller).await?;
+            Self::spawn_child(&myself, state, ChildKind::Watchdog).await?;
         }
         Ok(())
     }
@@ -425,6 +443,24 @@ impl Actor for Supervisor {
                 let text: Arc<str> = Arc::from(r#"{"type":"resync"}"#);
                 for session in state.sessions.values() {
                     let _ = session.cast(SessionMsg::Broadcast(text.clone()));
+                }
+            }
+            SupervisorMsg::StopAttempt { job_id, job_try } => {
+                let target = state
+                    .job_actors
+                    .get(&job_id)
+                    .copied()
+                    .filter(|id| state.jobs.get(id).is_some_and(|j| j.args.claimed.job_try <= job_try));
+                if let Some(id) = target {
+                    if let Some(job) = state.jobs.remove(&id) {
+                        tracing::warn!(job_id = %job_id, job_try, "stopping a stalled attempt another worker took over");
+                        state.job_actors.remove(&job_id);
+                        job.lease.abort();
+                        // Kill: the attempt is fenced already and must write nothing more.
+                        job.cell.kill();
+                        state.running.fetch_sub(1, Ordering::SeqCst);
+                        Self::answer_drain_waiters(state);
+                    }
                 }
             }
             SupervisorMsg::Deliver(envelope) => {

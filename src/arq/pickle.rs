@@ -345,7 +345,7 @@ pub fn find_globals(bytes: &[u8]) -> Vec<String> {
         let end = b[at..].iter().position(|&c| c == b'\n')? + at;
         Some((String::from_utf8_lossy(&b[at..end]).into_owned(), end + 1))
     };
-    let mut push = |found: &mut Vec<String>, name: String| {
+    let push = |found: &mut Vec<String>, name: String| {
         if !found.contains(&name) {
             found.push(name);
         }

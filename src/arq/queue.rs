@@ -85,6 +85,38 @@ end
 return out
 "#;
 
+const CANCEL_LUA: &str = r#"
+-- KEYS: queue. ARGV: id, now_ms, result bytes, keep_ms
+-- A running job is flagged in arq:abort (its worker stops it); a queued or
+-- deferred one is finished right here with the given (CancelledError) result.
+local id = ARGV[1]
+if redis.call('EXISTS', 'arq:in-progress:' .. id) == 1 then
+  redis.call('ZADD', 'arq:abort', ARGV[2], id)
+  return 'running'
+end
+if redis.call('ZSCORE', KEYS[1], id) then
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', 'arq:abort', id)
+  redis.call('DEL', 'arq:job:' .. id, 'arq:retry:' .. id)
+  if tonumber(ARGV[4]) > 0 then
+    redis.call('SET', 'arq:result:' .. id, ARGV[3], 'PX', ARGV[4])
+  end
+  return 'queued'
+end
+return 'unknown'
+"#;
+
+/// Where a cancelled job was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// Running somewhere: flagged in `arq:abort`; its worker stops it.
+    Running,
+    /// Was waiting: removed, with its result written.
+    Queued,
+    /// Redis does not know it.
+    Unknown,
+}
+
 /// Handle on one arq queue. Cheap to clone.
 #[derive(Clone)]
 pub struct ArqQueue {
@@ -94,6 +126,7 @@ pub struct ArqQueue {
     health_key: String,
     enqueue: std::sync::Arc<Script>,
     claim: std::sync::Arc<Script>,
+    cancel: std::sync::Arc<Script>,
 }
 
 impl ArqQueue {
@@ -105,6 +138,7 @@ impl ArqQueue {
             health_key: format!("{}:health-check", settings.name),
             enqueue: std::sync::Arc::new(Script::new(ENQUEUE_LUA)),
             claim: std::sync::Arc::new(Script::new(CLAIM_LUA)),
+            cancel: std::sync::Arc::new(Script::new(CANCEL_LUA)),
         }
     }
 
@@ -165,11 +199,45 @@ impl ArqQueue {
         Ok(())
     }
 
-    /// Extends the lease on a running job (arq's in-progress key).
+    /// Cancels a job wherever it is (see [`CancelOutcome`]). `result` is the
+    /// arq result to store if the job was still waiting.
+    pub async fn cancel(&self, job_id: &str, result: &JobResult, keep_result_ms: i64) -> Result<CancelOutcome, QueueError> {
+        let mut con = self.redis.clone();
+        let out: String = self
+            .cancel
+            .key(&self.name)
+            .arg(job_id)
+            .arg(now_ms())
+            .arg(result.encode(self.serializer))
+            .arg(keep_result_ms)
+            .invoke_async(&mut con)
+            .await?;
+        Ok(match out.as_str() {
+            "running" => CancelOutcome::Running,
+            "queued" => CancelOutcome::Queued,
+            _ => CancelOutcome::Unknown,
+        })
+    }
+
+    /// Extends the lease on a running job (arq's in-progress key), and puts
+    /// it back when Redis lost it (a restart without persistence), so nobody
+    /// takes over a job that is still running. Returns false when it had to
+    /// be restored.
     pub async fn renew(&self, job_id: &str, lease_ms: i64) -> Result<bool, QueueError> {
         let mut con = self.redis.clone();
-        let ok: bool = con.pexpire(format!("{IN_PROGRESS_PREFIX}{job_id}"), lease_ms).await?;
-        Ok(ok)
+        let key = format!("{IN_PROGRESS_PREFIX}{job_id}");
+        let extended: bool = con.pexpire(&key, lease_ms).await?;
+        if !extended {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg("1")
+                .arg("NX")
+                .arg("PX")
+                .arg(lease_ms)
+                .query_async::<()>(&mut con)
+                .await?;
+        }
+        Ok(extended)
     }
 
     /// Ends a job (§6.5 with finish=True, or §6.6): stores the result for

@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 use super::auth::AuthUser;
 use super::error::ApiError;
 use super::AppState;
-use crate::arq::queue::RESULT_PREFIX;
+use crate::arq::queue::{CancelOutcome, RESULT_PREFIX};
+use crate::arq::wire::cancelled_error;
+use crate::arq::JobResult;
 use crate::arq::{now_ms, JobDef, PyValue};
 use crate::db::{self, EventRecord};
 use crate::domain::{document_id_of, EventType, ProgressEvent, Stage};
@@ -243,4 +245,57 @@ pub async fn external_progress(
     };
     s.publisher.publish(job.user_id, &event).await;
     Ok(Json(json!({ "status": "ok", "seq": seq })))
+}
+
+pub const CANCELLED: &str = "cancelled";
+
+/// `POST /api/v1/jobs/{job_id}/cancel`: stops a queued or running job,
+/// wherever it runs (the owning instance sees `arq:abort` within half a second).
+pub async fn cancel(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(job_id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let s = &state.services;
+    let job = db::get_job(&s.db, user.user_id, &job_id).await?.ok_or_else(not_found)?;
+    if job.stage == "completed" || job.stage == "failed" {
+        return Err(ApiError::Conflict(format!("the job has already {}", job.stage)));
+    }
+    let document_id = job.document_id.map(|d| d.to_string()).unwrap_or_default();
+    let result = JobResult {
+        job_try: 0,
+        function: PROCESS_DOCUMENT.into(),
+        args: vec![PyValue::Str(document_id), PyValue::Str(user.user_id.to_string())],
+        kwargs: vec![],
+        enqueue_time_ms: job.created_at.timestamp_millis(),
+        success: false,
+        result: cancelled_error(),
+        start_ms: now_ms(),
+        finish_ms: now_ms(),
+        queue: s.queue.name.clone(),
+        job_id: job_id.clone(),
+    };
+    let keep_ms = (s.settings.queue.keep_result_secs * 1000) as i64;
+    match s.queue.cancel(&job_id, &result, keep_ms).await? {
+        CancelOutcome::Queued | CancelOutcome::Unknown => {
+            crate::jobs::record_failure(s, &job_id, CANCELLED).await;
+        }
+        CancelOutcome::Running => {
+            // Wait (briefly) for the worker to confirm.
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+            loop {
+                let now = db::get_job(&s.db, user.user_id, &job_id).await?.ok_or_else(not_found)?;
+                if now.stage == "failed" || now.stage == "completed" {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job_id, "status": "cancelling" }))));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let now = db::get_job(&s.db, user.user_id, &job_id).await?.ok_or_else(not_found)?;
+    let status = if now.stage == "failed" { "cancelled" } else { now.stage.as_str() };
+    Ok((StatusCode::OK, Json(json!({ "job_id": job_id, "status": status }))))
 }

@@ -1,6 +1,7 @@
 //! The HTTP surface (`spec/contract.md`): router, shared state, and one
 //! module per resource.
 
+pub mod admin;
 pub mod auth;
 pub mod documents;
 pub mod error;
@@ -52,6 +53,9 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{job_id}", get(jobs::get))
         .route("/jobs/{job_id}/history", get(jobs::history))
         .route("/jobs/{job_id}/retry", post(jobs::retry))
+        .route("/jobs/{job_id}/cancel", post(jobs::cancel))
+        .route("/admin/jobs", get(admin::jobs))
+        .route("/admin/jobs/recover-stalled", post(admin::recover_stalled))
         .route("/search", post(search::search))
         .route("/ws/{user_id}", get(ws::handler));
     Router::new()

@@ -6,7 +6,7 @@ use text_splitter::{ChunkConfig, TextSplitter};
 
 use super::extract::Extracted;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Chunk {
     pub index: i32,
     pub text: String,

@@ -21,6 +21,10 @@ use super::StageError;
 use crate::config::PipelineSettings;
 pub use sniff::Kind;
 
+/// Names the extraction code in the stage cache: bump the revision when the
+/// text extraction changes, so older cached text is not reused.
+pub const EXTRACTOR: &str = concat!("doculearn-", env!("CARGO_PKG_VERSION"), "-r1");
+
 /// Text of a document, ready for chunking.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Extracted {

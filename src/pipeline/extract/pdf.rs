@@ -20,7 +20,8 @@ pub fn extract(bytes: &[u8], limits: &Limits) -> Result<Extracted, String> {
             text.push_str("\n\n");
         }
         page_starts.push(text.len());
-        text.push_str(page.trim_end());
+        // NUL cannot be stored in Postgres text or JSON; other controls are noise.
+        text.extend(page.trim_end().chars().filter(|c| !c.is_control() || *c == '\n' || *c == '\t'));
     }
     let page_errors = extraction
         .page_errors

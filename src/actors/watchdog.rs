@@ -1,0 +1,67 @@
+//! The `Watchdog`: on a timer (`watchdog.interval_secs`) it runs the stall
+//! check and the Redis reconciler (`recovery::recover`). Failures to reach
+//! Postgres or Redis are logged and tried again on the next tick; only a bug
+//! (a panic) crashes it, and the supervisor restarts it with backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::recovery;
+use crate::services::Services;
+
+pub struct WatchdogArgs {
+    pub services: Arc<Services>,
+}
+
+#[derive(Debug)]
+pub enum WatchdogMsg {
+    Tick,
+}
+
+pub struct WatchdogState {
+    services: Arc<Services>,
+    timer: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub struct Watchdog;
+
+impl Actor for Watchdog {
+    type Msg = WatchdogMsg;
+    type State = WatchdogState;
+    type Arguments = WatchdogArgs;
+
+    async fn pre_start(&self, _myself: ActorRef<WatchdogMsg>, args: WatchdogArgs) -> Result<WatchdogState, ActorProcessingErr> {
+        Ok(WatchdogState {
+            services: args.services,
+            timer: None,
+        })
+    }
+
+    async fn post_start(&self, myself: ActorRef<WatchdogMsg>, state: &mut WatchdogState) -> Result<(), ActorProcessingErr> {
+        let every = Duration::from_secs(state.services.settings.watchdog.interval_secs);
+        state.timer = Some(myself.send_interval(every, || WatchdogMsg::Tick));
+        Ok(())
+    }
+
+    async fn handle(&self, _myself: ActorRef<WatchdogMsg>, _msg: WatchdogMsg, state: &mut WatchdogState) -> Result<(), ActorProcessingErr> {
+        match recovery::recover(&state.services, false).await {
+            Ok(actions) => {
+                let applied = actions.iter().filter(|a| a.applied).count();
+                if applied > 0 {
+                    tracing::info!(applied, "watchdog recovered jobs");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "watchdog pass failed; trying again next tick"),
+        }
+        Ok(())
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<WatchdogMsg>, state: &mut WatchdogState) -> Result<(), ActorProcessingErr> {
+        if let Some(t) = state.timer.take() {
+            t.abort();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,49 @@
+//! Operator routes (`role: admin` in the token): jobs across users, and the
+//! stall watchdog on demand.
+
+use axum::extract::{Query, State};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::AuthUser;
+use super::error::ApiError;
+use super::AppState;
+use crate::{db, recovery};
+
+fn require_admin(user: &AuthUser) -> Result<(), ApiError> {
+    if user.admin {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden("this route needs an admin token (role: admin)".into()))
+    }
+}
+
+#[derive(Deserialize)]
+pub struct RecoverQuery {
+    dry_run: Option<bool>,
+}
+
+/// `POST /api/v1/admin/jobs/recover-stalled[?dry_run=true]`: runs the stall
+/// watchdog and reconciler now; answers each job with the action taken (or,
+/// in a dry run, that would be taken).
+pub async fn recover_stalled(State(state): State<AppState>, user: AuthUser, Query(q): Query<RecoverQuery>) -> Result<Json<Value>, ApiError> {
+    require_admin(&user)?;
+    let dry_run = q.dry_run.unwrap_or(false);
+    let actions = recovery::recover(&state.services, dry_run).await?;
+    Ok(Json(json!({ "dry_run": dry_run, "actions": actions })))
+}
+
+#[derive(Deserialize)]
+pub struct JobsQuery {
+    stage: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /api/v1/admin/jobs?stage=…`: jobs across users, newest first.
+pub async fn jobs(State(state): State<AppState>, user: AuthUser, Query(q): Query<JobsQuery>) -> Result<Json<Value>, ApiError> {
+    require_admin(&user)?;
+    let limit = q.limit.unwrap_or(200).clamp(1, 1000);
+    let jobs = db::admin_jobs(&state.services.db, q.stage.as_deref(), limit).await?;
+    Ok(Json(json!({ "jobs": jobs })))
+}

@@ -645,7 +645,11 @@ pub async fn requeue(pool: &PgPool, owner: Uuid, job_id: &str) -> Result<Option<
 // ---------------------------------------------------------------- stage cache
 
 /// Cached output of a stage for these bytes, if any (a JSON value).
-pub async fn cached_extraction(pool: &PgPool, sha256: &str, extractor: &str) -> Result<Option<serde_json::Value>, sqlx::Error> {
+pub async fn cached_extraction(
+    pool: &PgPool,
+    sha256: &str,
+    extractor: &str,
+) -> Result<Option<serde_json::Value>, sqlx::Error> {
     let v: Option<Json<serde_json::Value>> =
         sqlx::query_scalar("SELECT extracted FROM extraction_cache WHERE sha256 = $1 AND extractor = $2")
             .bind(sha256)
@@ -655,17 +659,30 @@ pub async fn cached_extraction(pool: &PgPool, sha256: &str, extractor: &str) -> 
     Ok(v.map(|j| j.0))
 }
 
-pub async fn cache_extraction(pool: &PgPool, sha256: &str, extractor: &str, value: &serde_json::Value) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO extraction_cache (sha256, extractor, extracted) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-        .bind(sha256)
-        .bind(extractor)
-        .bind(Json(value))
-        .execute(pool)
-        .await?;
+pub async fn cache_extraction(
+    pool: &PgPool,
+    sha256: &str,
+    extractor: &str,
+    value: &serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO extraction_cache (sha256, extractor, extracted) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(sha256)
+    .bind(extractor)
+    .bind(Json(value))
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
-pub async fn cached_chunks(pool: &PgPool, sha256: &str, extractor: &str, size: usize, overlap: usize) -> Result<Option<serde_json::Value>, sqlx::Error> {
+pub async fn cached_chunks(
+    pool: &PgPool,
+    sha256: &str,
+    extractor: &str,
+    size: usize,
+    overlap: usize,
+) -> Result<Option<serde_json::Value>, sqlx::Error> {
     let v: Option<Json<serde_json::Value>> = sqlx::query_scalar(
         "SELECT chunks FROM chunk_cache WHERE sha256 = $1 AND extractor = $2 AND chunk_size = $3 AND chunk_overlap = $4",
     )
@@ -678,7 +695,14 @@ pub async fn cached_chunks(pool: &PgPool, sha256: &str, extractor: &str, size: u
     Ok(v.map(|j| j.0))
 }
 
-pub async fn cache_chunks(pool: &PgPool, sha256: &str, extractor: &str, size: usize, overlap: usize, value: &serde_json::Value) -> Result<(), sqlx::Error> {
+pub async fn cache_chunks(
+    pool: &PgPool,
+    sha256: &str,
+    extractor: &str,
+    size: usize,
+    overlap: usize,
+    value: &serde_json::Value,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO chunk_cache (sha256, extractor, chunk_size, chunk_overlap, chunks) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
     )

@@ -83,7 +83,11 @@ pub async fn record_failure(services: &Services, job_id: &str, reason: &str) {
     }
     match db::begin_attempt(&services.db, job_id).await {
         Ok(Some(start)) => {
-            let failed_in = if start.stage.is_terminal() { Stage::Queued } else { start.stage };
+            let failed_in = if start.stage.is_terminal() {
+                Stage::Queued
+            } else {
+                start.stage
+            };
             let mut reporter = Reporter::new(
                 services.db.clone(),
                 services.publisher.clone(),
@@ -106,7 +110,13 @@ pub async fn record_failure(services: &Services, job_id: &str, reason: &str) {
 
 /// Fails a job no actor runs: arq gets `exception`, and a document job's row
 /// gets a `failed` event ([`record_failure`]).
-pub async fn fail_without_actor(services: &Services, claimed: &Claimed, job: Option<&JobDef>, reason: &str, exception: PyValue) {
+pub async fn fail_without_actor(
+    services: &Services,
+    claimed: &Claimed,
+    job: Option<&JobDef>,
+    reason: &str,
+    exception: PyValue,
+) {
     let start_ms = now_ms();
     record_failure(services, &claimed.job_id, reason).await;
     tracing::warn!(job_id = %claimed.job_id, reason, "job failed before it ran");

@@ -107,7 +107,11 @@ pub async fn recover(services: &Services, dry_run: bool) -> anyhow::Result<Vec<A
                     } else {
                         Some((
                             "requeue",
-                            format!("stalled in {stage}: no progress for {} s (budget {} s)", idle.as_secs(), budget.as_secs()),
+                            format!(
+                                "stalled in {stage}: no progress for {} s (budget {} s)",
+                                idle.as_secs(),
+                                budget.as_secs()
+                            ),
                         ))
                     }
                 }
@@ -115,7 +119,10 @@ pub async fn recover(services: &Services, dry_run: bool) -> anyhow::Result<Vec<A
             },
             // Waiting in the queue (perhaps deferred after a retry): not stalled.
             false if view.queued => None,
-            false if lost && idle > grace => Some(("reenqueue", "the queue lost this job (Redis restarted or evicted it)".to_string())),
+            false if lost && idle > grace => Some((
+                "reenqueue",
+                "the queue lost this job (Redis restarted or evicted it)".to_string(),
+            )),
             false => None,
         };
         let Some((action, reason)) = planned else { continue };
@@ -157,7 +164,12 @@ async fn publish_stop(services: &Services, job_id: &str, job_try: i64) {
 }
 
 /// Records an event for a job whose attempt this module just bumped.
-async fn record(services: &Services, job: &db::IdleJob, attempt: i32, ev: (EventType, Stage, Option<Stage>, f64, String, Option<String>)) -> anyhow::Result<()> {
+async fn record(
+    services: &Services,
+    job: &db::IdleJob,
+    attempt: i32,
+    ev: (EventType, Stage, Option<Stage>, f64, String, Option<String>),
+) -> anyhow::Result<()> {
     let (kind, stage, failed_stage, progress, message, error) = ev;
     let details = match failed_stage {
         Some(s) => json!({ "failed_stage": s.as_str(), "recovered": true }),
@@ -205,7 +217,13 @@ async fn record(services: &Services, job: &db::IdleJob, attempt: i32, ev: (Event
 /// Hands a stalled job to another worker: a new attempt fences the stuck
 /// one, the lease is dropped so any worker claims it at once, and the stuck
 /// attempt's instance is told to stop it.
-async fn requeue(services: &Services, job: &db::IdleJob, stage: Stage, view: &RedisView, reason: &str) -> anyhow::Result<bool> {
+async fn requeue(
+    services: &Services,
+    job: &db::IdleJob,
+    stage: Stage,
+    view: &RedisView,
+    reason: &str,
+) -> anyhow::Result<bool> {
     let Some(attempt) = db::bump_attempt_if(&services.db, &job.job_id, job.attempt).await? else {
         return Ok(false);
     };
@@ -222,14 +240,30 @@ async fn requeue(services: &Services, job: &db::IdleJob, stage: Stage, view: &Re
         .ignore();
     pipe.query_async::<()>(&mut con).await?;
     publish_stop(services, &job.job_id, view.job_try).await;
-    let message = format!("{reason}; handed to another worker (try {} of {})", view.job_try + 1, services.settings.queue.max_tries);
-    record(services, job, attempt, (EventType::JobQueued, Stage::Queued, None, 0.0, message, None)).await?;
+    let message = format!(
+        "{reason}; handed to another worker (try {} of {})",
+        view.job_try + 1,
+        services.settings.queue.max_tries
+    );
+    record(
+        services,
+        job,
+        attempt,
+        (EventType::JobQueued, Stage::Queued, None, 0.0, message, None),
+    )
+    .await?;
     let _ = stage;
     Ok(true)
 }
 
 /// Fails a job that stalled on every try it had.
-async fn fail_stalled(services: &Services, job: &db::IdleJob, stage: Stage, view: &RedisView, reason: &str) -> anyhow::Result<bool> {
+async fn fail_stalled(
+    services: &Services,
+    job: &db::IdleJob,
+    stage: Stage,
+    view: &RedisView,
+    reason: &str,
+) -> anyhow::Result<bool> {
     let Some(attempt) = db::bump_attempt_if(&services.db, &job.job_id, job.attempt).await? else {
         return Ok(false);
     };
@@ -239,7 +273,14 @@ async fn fail_stalled(services: &Services, job: &db::IdleJob, stage: Stage, view
         services,
         job,
         attempt,
-        (EventType::JobFailed, Stage::Failed, Some(stage), job.progress, message, Some(reason.to_string())),
+        (
+            EventType::JobFailed,
+            Stage::Failed,
+            Some(stage),
+            job.progress,
+            message,
+            Some(reason.to_string()),
+        ),
     )
     .await?;
     let def = view
@@ -253,7 +294,15 @@ async fn fail_stalled(services: &Services, job: &db::IdleJob, stage: Stage, view
         abort_requested: false,
         score: 0,
     };
-    jobs::arq_finish(services, &claimed, def.as_ref(), now_ms(), false, job_execution_failed(reason)).await;
+    jobs::arq_finish(
+        services,
+        &claimed,
+        def.as_ref(),
+        now_ms(),
+        false,
+        job_execution_failed(reason),
+    )
+    .await;
     Ok(true)
 }
 
@@ -265,7 +314,10 @@ async fn reenqueue(services: &Services, job: &db::IdleJob) -> anyhow::Result<boo
     let def = JobDef {
         job_try: None,
         function: PROCESS_DOCUMENT.into(),
-        args: vec![PyValue::Str(document_id.to_string()), PyValue::Str(job.user_id.to_string())],
+        args: vec![
+            PyValue::Str(document_id.to_string()),
+            PyValue::Str(job.user_id.to_string()),
+        ],
         kwargs: vec![],
         enqueue_time_ms: now_ms(),
     };

@@ -193,9 +193,6 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
     let services = state.args.services.clone();
     let s = &services;
     let job_id = state.args.claimed.job_id.clone();
-    if state.step != Step::Begin {
-        s.faults.maybe_hang(state.step.stage(), &job_id).await;
-    }
     match state.step {
         Step::Begin => {
             let (document_id, user_id) = job_args(&state.args.job)?;
@@ -247,6 +244,7 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
             reporter
                 .progress(Stage::Downloading, 0.05, "Fetching document from database", json!({}))
                 .await?;
+            s.faults.maybe_hang(Stage::Downloading, &job_id).await;
             state.reporter = Some(reporter);
             state.source = Some(source);
             Ok(Next::Go(Step::Download))
@@ -274,6 +272,7 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
                     json!({}),
                 )
                 .await?;
+            s.faults.maybe_hang(Stage::Extracting, &job_id).await;
             let bytes = state.bytes.take().expect("download ran");
             let sha = hex::encode(Sha256::digest(&bytes));
             let cached = match db::cached_extraction(&s.db, &sha, extract::EXTRACTOR).await {
@@ -289,7 +288,8 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
                 None => {
                     let ex = match &s.sandbox {
                         Some(sandbox) => {
-                            extract::extract_sandboxed(sandbox, &bytes, &source.name, &source.content_type, &s.limits).await?
+                            extract::extract_sandboxed(sandbox, &bytes, &source.name, &source.content_type, &s.limits)
+                                .await?
                         }
                         None => {
                             let limits = s.limits.clone();
@@ -314,7 +314,11 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
             state.sha256 = Some(sha);
             db::set_detected_type(&s.db, source.id, &extracted.kind, extracted.pages.map(|p| p as i32)).await?;
             let chars = extracted.text.chars().count();
-            let reused = if from_cache { " (reused from an earlier run of the same file)" } else { "" };
+            let reused = if from_cache {
+                " (reused from an earlier run of the same file)"
+            } else {
+                ""
+            };
             let message = match extracted.pages {
                 Some(p) => format!("Extracted {chars} characters from {p} pages{reused}"),
                 None => format!("Extracted {chars} characters{reused}"),
@@ -337,6 +341,7 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
             reporter(state)
                 .progress(Stage::Chunking, 0.35, "Splitting document into chunks", json!({}))
                 .await?;
+            s.faults.maybe_hang(Stage::Chunking, &job_id).await;
             let extracted = state.extracted.as_ref().expect("extract ran");
             let p = &s.settings.pipeline;
             let sha = state.sha256.clone().expect("extract ran");
@@ -350,7 +355,9 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
                 None => {
                     let c = chunk::split(extracted, p.chunk_size, p.chunk_overlap);
                     if let Ok(v) = serde_json::to_value(&c) {
-                        if let Err(e) = db::cache_chunks(&s.db, &sha, extract::EXTRACTOR, p.chunk_size, p.chunk_overlap, &v).await {
+                        if let Err(e) =
+                            db::cache_chunks(&s.db, &sha, extract::EXTRACTOR, p.chunk_size, p.chunk_overlap, &v).await
+                        {
                             tracing::warn!(job_id = %job_id, error = %e, "cannot cache the chunks");
                         }
                     }
@@ -382,6 +389,7 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
                     json!({ "chunk": 0, "chunks": total, "model": s.embedder.model() }),
                 )
                 .await?;
+            s.faults.maybe_hang(Stage::Embedding, &job_id).await;
             let batch = s.embedder.batch_size().max(1);
             let mut vectors = Vec::with_capacity(total);
             let texts: Vec<String> = state.chunks.iter().map(|c| c.text.clone()).collect();
@@ -404,7 +412,10 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
                             r.progress(
                                 Stage::Embedding,
                                 progress,
-                                format!("Waiting for the embedding provider ({reason}); retrying in {:.0} s", wait.as_secs_f64().ceil()),
+                                format!(
+                                    "Waiting for the embedding provider ({reason}); retrying in {:.0} s",
+                                    wait.as_secs_f64().ceil()
+                                ),
                                 json!({ "waiting": true, "retry": tries, "retry_in_ms": wait.as_millis() as u64 }),
                             )
                             .await?;
@@ -438,6 +449,7 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
                     json!({ "chunks": n }),
                 )
                 .await?;
+            s.faults.maybe_hang(Stage::Storing, &job_id).await;
             let attempt = reporter(state).attempt;
             let document_id = state.source.as_ref().expect("begin ran").id;
             let pages = state.extracted.as_ref().and_then(|e| e.pages);

@@ -32,20 +32,33 @@ impl Actor for Watchdog {
     type State = WatchdogState;
     type Arguments = WatchdogArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<WatchdogMsg>, args: WatchdogArgs) -> Result<WatchdogState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<WatchdogMsg>,
+        args: WatchdogArgs,
+    ) -> Result<WatchdogState, ActorProcessingErr> {
         Ok(WatchdogState {
             services: args.services,
             timer: None,
         })
     }
 
-    async fn post_start(&self, myself: ActorRef<WatchdogMsg>, state: &mut WatchdogState) -> Result<(), ActorProcessingErr> {
+    async fn post_start(
+        &self,
+        myself: ActorRef<WatchdogMsg>,
+        state: &mut WatchdogState,
+    ) -> Result<(), ActorProcessingErr> {
         let every = Duration::from_secs(state.services.settings.watchdog.interval_secs);
         state.timer = Some(myself.send_interval(every, || WatchdogMsg::Tick));
         Ok(())
     }
 
-    async fn handle(&self, _myself: ActorRef<WatchdogMsg>, _msg: WatchdogMsg, state: &mut WatchdogState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<WatchdogMsg>,
+        _msg: WatchdogMsg,
+        state: &mut WatchdogState,
+    ) -> Result<(), ActorProcessingErr> {
         match recovery::recover(&state.services, false).await {
             Ok(actions) => {
                 let applied = actions.iter().filter(|a| a.applied).count();
@@ -58,7 +71,11 @@ impl Actor for Watchdog {
         Ok(())
     }
 
-    async fn post_stop(&self, _myself: ActorRef<WatchdogMsg>, state: &mut WatchdogState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<WatchdogMsg>,
+        state: &mut WatchdogState,
+    ) -> Result<(), ActorProcessingErr> {
         if let Some(t) = state.timer.take() {
             t.abort();
         }

@@ -201,7 +201,12 @@ impl ArqQueue {
 
     /// Cancels a job wherever it is (see [`CancelOutcome`]). `result` is the
     /// arq result to store if the job was still waiting.
-    pub async fn cancel(&self, job_id: &str, result: &JobResult, keep_result_ms: i64) -> Result<CancelOutcome, QueueError> {
+    pub async fn cancel(
+        &self,
+        job_id: &str,
+        result: &JobResult,
+        keep_result_ms: i64,
+    ) -> Result<CancelOutcome, QueueError> {
         let mut con = self.redis.clone();
         let out: String = self
             .cancel

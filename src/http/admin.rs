@@ -15,7 +15,9 @@ fn require_admin(user: &AuthUser) -> Result<(), ApiError> {
     if user.admin {
         Ok(())
     } else {
-        Err(ApiError::Forbidden("this route needs an admin token (role: admin)".into()))
+        Err(ApiError::Forbidden(
+            "this route needs an admin token (role: admin)".into(),
+        ))
     }
 }
 
@@ -27,7 +29,11 @@ pub struct RecoverQuery {
 /// `POST /api/v1/admin/jobs/recover-stalled[?dry_run=true]`: runs the stall
 /// watchdog and reconciler now; answers each job with the action taken (or,
 /// in a dry run, that would be taken).
-pub async fn recover_stalled(State(state): State<AppState>, user: AuthUser, Query(q): Query<RecoverQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn recover_stalled(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(q): Query<RecoverQuery>,
+) -> Result<Json<Value>, ApiError> {
     require_admin(&user)?;
     let dry_run = q.dry_run.unwrap_or(false);
     let actions = recovery::recover(&state.services, dry_run).await?;
@@ -41,7 +47,11 @@ pub struct JobsQuery {
 }
 
 /// `GET /api/v1/admin/jobs?stage=…`: jobs across users, newest first.
-pub async fn jobs(State(state): State<AppState>, user: AuthUser, Query(q): Query<JobsQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn jobs(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(q): Query<JobsQuery>,
+) -> Result<Json<Value>, ApiError> {
     require_admin(&user)?;
     let limit = q.limit.unwrap_or(200).clamp(1, 1000);
     let jobs = db::admin_jobs(&state.services.db, q.stage.as_deref(), limit).await?;

@@ -289,13 +289,20 @@ pub async fn cancel(
                     break;
                 }
                 if tokio::time::Instant::now() >= deadline {
-                    return Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job_id, "status": "cancelling" }))));
+                    return Ok((
+                        StatusCode::ACCEPTED,
+                        Json(json!({ "job_id": job_id, "status": "cancelling" })),
+                    ));
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
     }
     let now = db::get_job(&s.db, user.user_id, &job_id).await?.ok_or_else(not_found)?;
-    let status = if now.stage == "failed" { "cancelled" } else { now.stage.as_str() };
+    let status = if now.stage == "failed" {
+        "cancelled"
+    } else {
+        now.stage.as_str()
+    };
     Ok((StatusCode::OK, Json(json!({ "job_id": job_id, "status": status }))))
 }

@@ -122,6 +122,25 @@ impl Daemon {
         d
     }
 
+    /// A second instance of the same deployment: same database, queue and
+    /// channel, its own options and process.
+    pub fn sibling(&self, opts: Opts) -> Daemon {
+        let mut d = Daemon {
+            addr: String::new(),
+            db_name: self.db_name.clone(),
+            db_url: self.db_url.clone(),
+            queue: self.queue.clone(),
+            channel: self.channel.clone(),
+            opts,
+            log: PathBuf::new(),
+            child: None,
+            // The first instance cleans up.
+            keep_db: true,
+        };
+        d.spawn();
+        d
+    }
+
     /// The environment every daemon of this test shares.
     fn env(&self) -> Vec<(String, String)> {
         let mut env = vec![
@@ -137,6 +156,7 @@ impl Daemon {
                 model_dir().display().to_string(),
             ),
             ("DOCULEARN_QUEUE__POLL_INTERVAL_MS".into(), "50".into()),
+            ("DOCULEARN_QUEUE__SHUTDOWN_GRACE_SECS".into(), "3".into()),
         ];
         env.extend(self.opts.env.iter().cloned());
         env
@@ -146,7 +166,12 @@ impl Daemon {
     pub fn spawn(&mut self) {
         let log_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("daemon-logs");
         std::fs::create_dir_all(&log_dir).unwrap();
-        self.log = log_dir.join(format!("{}-{}.log", test_name(), &self.db_name));
+        self.log = log_dir.join(format!(
+            "{}-{}-{}.log",
+            test_name(),
+            &self.db_name,
+            Uuid::new_v4().simple()
+        ));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

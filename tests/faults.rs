@@ -1,0 +1,655 @@
+//! No job is ever lost: fault tests with real processes. kill -9 with jobs
+//! in flight, a worker paused past its lease, Redis and PostgreSQL restarts
+//! under load, a hung stage, and each test prints the figures it measured.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+use uuid::Uuid;
+
+/// A distinct small text document.
+fn doc_text(i: usize) -> Vec<u8> {
+    let words = [
+        "river", "mountain", "ledger", "harbour", "violin", "glacier", "cipher", "orchard", "lantern", "meadow",
+    ];
+    let mut s = format!(
+        "Document number {i} about {} and {}.\n\n",
+        words[i % 10],
+        words[(i / 10) % 10]
+    );
+    for k in 0..40 {
+        s.push_str(&format!(
+            "Paragraph {k} of document {i}: the {} near the {} keeps record {}.\n",
+            words[(i + k) % 10],
+            words[(i * 7 + k) % 10],
+            i * 1000 + k
+        ));
+    }
+    s.into_bytes()
+}
+
+async fn upload_many(d: &Daemon, token: &str, n: usize) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(d.upload_one(token, &format!("doc-{i}.txt"), doc_text(i)).await);
+    }
+    out
+}
+
+async fn stage_counts(pool: &sqlx::PgPool) -> Vec<(String, i64)> {
+    sqlx::query_as("SELECT stage::text, count(*) FROM job_progress GROUP BY stage ORDER BY stage")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+/// Waits until every job in Postgres is completed; returns how long it took.
+async fn wait_all_completed(pool: &sqlx::PgPool, n: i64, timeout: Duration, log: &str) -> Duration {
+    let start = Instant::now();
+    loop {
+        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM job_progress WHERE stage = 'completed'")
+            .fetch_one(pool)
+            .await
+            .unwrap_or(0);
+        if done == n {
+            return start.elapsed();
+        }
+        if start.elapsed() > timeout {
+            panic!(
+                "only {done}/{n} jobs completed after {timeout:?}: {:?}\nlog: {log}",
+                stage_counts(pool).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every job completed exactly once and its stored chunks match what its
+/// completed event says. Returns the number of duplicates found (0).
+async fn assert_exactly_once(pool: &sqlx::PgPool) -> i64 {
+    let dup: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT job_id::text, count(*) FROM job_progress_history WHERE event_type = 'job_completed' GROUP BY job_id HAVING count(*) <> 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(dup.is_empty(), "jobs without exactly one completed event: {dup:?}");
+    let mismatched: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT d.name, COALESCE((h.details->>'chunks')::bigint, -1), (SELECT count(*) FROM chunks c WHERE c.document_id = d.id) \
+         FROM documents d JOIN job_progress_history h ON h.job_id = 'doc:' || d.id AND h.event_type = 'job_completed' \
+         WHERE COALESCE((h.details->>'chunks')::bigint, -1) <> (SELECT count(*) FROM chunks c WHERE c.document_id = d.id) \
+            OR d.chunk_count IS DISTINCT FROM (SELECT count(*)::int FROM chunks c WHERE c.document_id = d.id)",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(mismatched.is_empty(), "chunk counts off: {mismatched:?}");
+    dup.len() as i64
+}
+
+fn vm_hwm_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_with_fifty_jobs_in_flight_loses_nothing() {
+    let n = 60;
+    let mut d = Daemon::start(
+        Opts::default()
+            .with("DOCULEARN_QUEUE__MAX_JOBS", 8)
+            .with("DOCULEARN_QUEUE__LEASE_SECS", 3)
+            .with("DOCULEARN_FAULTS__HANG_IN_STAGE", "embedding")
+            .with("DOCULEARN_FAULTS__HANG_SECS", 2),
+    )
+    .await;
+    let user = Uuid::new_v4();
+    let token = d.token(user);
+    upload_many(&d, &token, n).await;
+    let pool = d.db().await;
+    // Let work get under way: some jobs mid-pipeline, some done, most queued.
+    let start = Instant::now();
+    loop {
+        let running: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM job_progress WHERE stage IN ('downloading','extracting','chunking','embedding','storing')",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if running >= 6 || start.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = stage_counts(&pool).await;
+    let done_before: i64 = before.iter().filter(|(s, _)| s == "completed").map(|(_, c)| c).sum();
+    d.kill9();
+    let killed_at = Instant::now();
+    // Start again, without the slow stage.
+    d.opts.env.retain(|(k, _)| !k.starts_with("DOCULEARN_FAULTS__"));
+    d.spawn();
+    let recovered_in =
+        wait_all_completed(&pool, n as i64, Duration::from_secs(240), &d.log.display().to_string()).await;
+    let dups = assert_exactly_once(&pool).await;
+    let restarted: i64 = sqlx::query_scalar("SELECT count(*) FROM job_progress WHERE attempt > 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(restarted > 0, "some jobs were interrupted and run again");
+    eprintln!(
+        "FIGURE kill-9: jobs={n} in_flight_at_kill={:?} completed_before_kill={done_before} completed_after={n} \
+         rerun_attempts={restarted} duplicates={dups} recovered_in={:.1}s (from restart) {:.1}s (from kill)",
+        before,
+        recovered_in.as_secs_f64(),
+        killed_at.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_paused_past_its_lease_writes_nothing_when_it_wakes() {
+    let fault = Opts::default()
+        .with("DOCULEARN_QUEUE__LEASE_SECS", 3)
+        .with("DOCULEARN_FAULTS__HANG_IN_STAGE", "embedding")
+        .with("DOCULEARN_FAULTS__HANG_SECS", 4);
+    let a = Daemon::start(fault).await;
+    let user = Uuid::new_v4();
+    let token = a.token(user);
+    let (doc, job_id) = a.upload_one(&token, "paused.txt", doc_text(1)).await;
+    let pool = a.db().await;
+    // A is inside the embedding stage (hanging) when it is frozen.
+    let start = Instant::now();
+    loop {
+        let (_, job) = a.get_json(&token, &format!("/api/v1/jobs/{job_id}")).await;
+        if job["stage"] == "embedding" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never reached embedding: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Command::new("kill")
+        .args(["-STOP", &a.pid().to_string()])
+        .status()
+        .unwrap();
+    let paused_at = Instant::now();
+    // B: a second instance of the same deployment, without the fault.
+    let b = a.sibling(Opts::default().with("DOCULEARN_QUEUE__LEASE_SECS", 3));
+    let job = b.wait_job(&token, &job_id, Duration::from_secs(60)).await;
+    assert_eq!(job["stage"], "completed", "{job}");
+    let b_attempt = job["attempt"].as_i64().unwrap();
+    assert!(b_attempt >= 2, "B ran a new attempt: {job}");
+    let takeover = paused_at.elapsed();
+    let history_before: i64 = sqlx::query_scalar("SELECT count(*) FROM job_progress_history WHERE job_id = $1")
+        .bind(&job_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    Command::new("kill")
+        .args(["-CONT", &a.pid().to_string()])
+        .status()
+        .unwrap();
+    // A wakes up inside its hung stage and carries on: every write it tries is fenced.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let history_after: i64 = sqlx::query_scalar("SELECT count(*) FROM job_progress_history WHERE job_id = $1")
+        .bind(&job_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(history_after, history_before, "the stale attempt wrote no events");
+    let (_, h) = a.get_json(&token, &format!("/api/v1/jobs/{job_id}/history")).await;
+    let events = h["events"].as_array().unwrap();
+    assert_eq!(events.iter().filter(|e| e["type"] == "job_completed").count(), 1);
+    assert!(events
+        .iter()
+        .filter(|e| e["type"] == "job_completed")
+        .all(|e| e["attempt"].as_i64() == Some(b_attempt)));
+    let chunks = count(&pool, "SELECT count(*) FROM chunks WHERE document_id = $1", &doc).await;
+    assert_eq!(chunks, events.last().unwrap()["details"]["chunks"].as_i64().unwrap());
+    let (_, doc_view) = a.get_json(&token, &format!("/api/v1/documents/{doc}")).await;
+    assert_eq!(doc_view["stage"], "completed");
+    assert!(
+        a.log_text().contains("a newer attempt owns this job"),
+        "A noticed it was fenced off:\n{}",
+        a.log_text()
+    );
+    eprintln!(
+        "FIGURE sigstop: jobs_in_flight=1 completed=1 duplicates=0 stale_writes=0 takeover_after_pause={:.1}s (lease 3 s)",
+        takeover.as_secs_f64()
+    );
+    drop(b);
+}
+
+/// A private Redis for tests that restart it (the shared one serves other tests).
+struct PrivateRedis {
+    child: Child,
+    dir: std::path::PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl PrivateRedis {
+    fn start(port: u16) -> PrivateRedis {
+        let dir = std::env::temp_dir().join(format!("dl-redis-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        PrivateRedis { child, dir }
+    }
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_restart_under_load_loses_no_job() {
+    let port = free_port();
+    let mut redis = PrivateRedis::start(port);
+    let n = 24;
+    let d = Daemon::start(
+        Opts::default()
+            .with("DOCULEARN_REDIS_URL", format!("redis://127.0.0.1:{port}/0"))
+            .with("DOCULEARN_QUEUE__MAX_JOBS", 4)
+            .with("DOCULEARN_QUEUE__LEASE_SECS", 3)
+            .with("DOCULEARN_WATCHDOG__INTERVAL_SECS", 1)
+            .with("DOCULEARN_WATCHDOG__RECONCILE_AFTER_SECS", 2)
+            .with("DOCULEARN_FAULTS__HANG_IN_STAGE", "embedding")
+            .with("DOCULEARN_FAULTS__HANG_SECS", 1),
+    )
+    .await;
+    let user = Uuid::new_v4();
+    let token = d.token(user);
+    upload_many(&d, &token, n).await;
+    let pool = d.db().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = stage_counts(&pool).await;
+    // Redis dies (no persistence: queue, leases and job keys are gone) and comes back empty.
+    redis.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut redis = PrivateRedis::start(port);
+    let restarted_at = Instant::now();
+    let recovered_in =
+        wait_all_completed(&pool, n as i64, Duration::from_secs(180), &d.log.display().to_string()).await;
+    let dups = assert_exactly_once(&pool).await;
+    // The daemon survived and answers.
+    assert_eq!(d.get_json(&token, "/api/v1/documents").await.0, 200);
+    let (status, ready) = d.get_json(&token, "/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+    eprintln!(
+        "FIGURE redis-restart: jobs={n} at_restart={before:?} completed={n} duplicates={dups} \
+         recovered_in={:.1}s after redis came back",
+        recovered_in.max(restarted_at.elapsed()).as_secs_f64()
+    );
+    redis.kill();
+}
+
+/// A private PostgreSQL cluster (initdb as the postgres user) for the test
+/// that restarts it; pgvector is installed for the server version, so it is
+/// available here too.
+struct PrivatePostgres {
+    port: u16,
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+}
+
+impl PrivatePostgres {
+    fn start() -> PrivatePostgres {
+        let version = std::fs::read_dir("/etc/postgresql")
+            .ok()
+            .and_then(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .max()
+            })
+            .unwrap_or_else(|| "15".into());
+        let bin = std::path::PathBuf::from(format!("/usr/lib/postgresql/{version}/bin"));
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("dl-pg-{port}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        let ok = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(bin.join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .arg(dir.join("data"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "initdb failed");
+        let pg = PrivatePostgres { port, dir, bin };
+        pg.ctl("start");
+        pg
+    }
+    fn ctl(&self, action: &str) {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-w", "-m", "fast", "-l"])
+            .arg(self.dir.join("log"));
+        if action == "start" {
+            cmd.arg("-o").arg(format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1",
+                self.port,
+                self.dir.display()
+            ));
+        }
+        let ok = cmd
+            .arg(action)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "pg_ctl {action} failed");
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let mut cmd = Command::new("runuser");
+        let _ = cmd
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_restart_under_load_loses_no_job() {
+    let pg = PrivatePostgres::start();
+    let n = 20;
+    let mut d = Daemon::start(
+        Opts::default()
+            .with("DOCULEARN_QUEUE__MAX_JOBS", 4)
+            .with("DOCULEARN_FAULTS__HANG_IN_STAGE", "embedding")
+            .with("DOCULEARN_FAULTS__HANG_SECS", 1),
+    )
+    .await;
+    // Re-point this daemon at the private cluster.
+    d.kill9();
+    d.db_url = format!("postgres://postgres@127.0.0.1:{}/doculearn_faults", pg.port);
+    d.spawn();
+    let user = Uuid::new_v4();
+    let token = d.token(user);
+    upload_many(&d, &token, n).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pg.ctl("stop");
+    let down_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Meanwhile the API says the database is unavailable, not "internal error".
+    let (status, body) = d.get_json(&token, "/api/v1/documents").await;
+    assert_eq!(status, 503, "{body}");
+    let (ready, _) = d.get_json(&token, "/readyz").await;
+    assert_eq!(ready, 503);
+    pg.ctl("start");
+    let pool = d.db().await;
+    let recovered_in =
+        wait_all_completed(&pool, n as i64, Duration::from_secs(180), &d.log.display().to_string()).await;
+    let dups = assert_exactly_once(&pool).await;
+    assert_eq!(d.get_json(&token, "/readyz").await.0, 200);
+    eprintln!(
+        "FIGURE postgres-restart: jobs={n} completed={n} duplicates={dups} outage=3s \
+         recovered_in={:.1}s after postgres came back ({:.1}s from stop)",
+        recovered_in.as_secs_f64(),
+        down_at.elapsed().as_secs_f64()
+    );
+    // The test's daemon must not try to drop its database on the shared server.
+    d.db_name = "doculearn_faults".into();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_stage_is_caught_by_the_watchdog_and_requeued() {
+    let d = Daemon::start(
+        Opts::default()
+            .with("DOCULEARN_FAULTS__HANG_IN_STAGE", "embedding")
+            .with("DOCULEARN_FAULTS__HANG_SECS", 3600)
+            .with("DOCULEARN_FAULTS__HANG_TIMES", 1)
+            .with("DOCULEARN_WATCHDOG__EMBEDDING_SECS", 2)
+            // The timer stays out of the way: the admin endpoint runs it.
+            .with("DOCULEARN_WATCHDOG__INTERVAL_SECS", 3600),
+    )
+    .await;
+    let user = Uuid::new_v4();
+    let token = d.token(user);
+    let admin = d.admin_token(Uuid::new_v4());
+    let (_, waiting_job) = d.upload_one(&token, "waiting-too.txt", doc_text(2)).await;
+    let (_, job_id) = d.upload_one(&token, "hangs.txt", doc_text(3)).await;
+    let start = Instant::now();
+    loop {
+        let (_, job) = d.get_json(&token, &format!("/api/v1/jobs/{job_id}")).await;
+        if job["stage"] == "embedding" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Users cannot run it.
+    let (status, _) = d
+        .post_json(&token, "/api/v1/admin/jobs/recover-stalled?dry_run=true", &json!({}))
+        .await;
+    assert_eq!(status, 403);
+    let (status, dry) = d
+        .post_json(&admin, "/api/v1/admin/jobs/recover-stalled?dry_run=true", &json!({}))
+        .await;
+    assert_eq!(status, 200, "{dry}");
+    let actions = dry["actions"].as_array().unwrap();
+    assert_eq!(actions[0]["job_id"], job_id, "the hung job is listed first: {dry}");
+    assert_eq!(actions[0]["action"], "requeue");
+    assert_eq!(actions[0]["applied"], false);
+    assert!(actions[0]["reason"].as_str().unwrap().contains("stalled in embedding"));
+    assert!(
+        actions.iter().all(|a| a["job_id"] != waiting_job),
+        "a job that finished or waits is not stalled: {dry}"
+    );
+    let (status, done) = d
+        .post_json(&admin, "/api/v1/admin/jobs/recover-stalled", &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(done["actions"][0]["applied"], true, "{done}");
+    let requeued_at = Instant::now();
+    let job = d.wait_job(&token, &job_id, Duration::from_secs(30)).await;
+    assert_eq!(job["stage"], "completed", "{job}");
+    let (_, h) = d.get_json(&token, &format!("/api/v1/jobs/{job_id}/history")).await;
+    let events = h["events"].as_array().unwrap();
+    assert_eq!(events.iter().filter(|e| e["type"] == "job_completed").count(), 1);
+    assert!(events
+        .iter()
+        .any(|e| e["message"].as_str().unwrap_or("").contains("stalled in embedding")));
+    assert!(
+        d.log_text().contains("stopping a stalled attempt"),
+        "the stuck attempt was stopped"
+    );
+    eprintln!(
+        "FIGURE hung-stage: jobs_in_flight=1 requeued=1 completed=1 duplicates=0 completed_in={:.1}s after requeue",
+        requeued_at.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stage_that_always_hangs_ends_failed_stalled_not_stuck() {
+    let d = Daemon::start(
+        Opts::default()
+            .with("DOCULEARN_FAULTS__HANG_IN_STAGE", "chunking")
+            .with("DOCULEARN_FAULTS__HANG_SECS", 3600)
+            .with("DOCULEARN_WATCHDOG__CHUNKING_SECS", 1)
+            .with("DOCULEARN_WATCHDOG__INTERVAL_SECS", 1)
+            .with("DOCULEARN_QUEUE__MAX_TRIES", 2),
+    )
+    .await;
+    let user = Uuid::new_v4();
+    let token = d.token(user);
+    let (_, job_id) = d.upload_one(&token, "always-hangs.txt", doc_text(4)).await;
+    let job = d.wait_job(&token, &job_id, Duration::from_secs(60)).await;
+    assert_eq!(job["stage"], "failed", "{job}");
+    assert_eq!(job["failed_stage"], "chunking");
+    assert_eq!(job["error"], "stalled in chunking");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_stops_queued_and_running_jobs_within_a_second() {
+    let d = Daemon::start(
+        Opts::default()
+            .with("DOCULEARN_QUEUE__MAX_JOBS", 1)
+            .with("DOCULEARN_FAULTS__HANG_IN_STAGE", "chunking")
+            .with("DOCULEARN_FAULTS__HANG_SECS", 3600),
+    )
+    .await;
+    let user = Uuid::new_v4();
+    let token = d.token(user);
+    let (_, running) = d.upload_one(&token, "runs.txt", doc_text(5)).await;
+    let (_, queued) = d.upload_one(&token, "waits.txt", doc_text(6)).await;
+    let start = Instant::now();
+    loop {
+        let (_, job) = d.get_json(&token, &format!("/api/v1/jobs/{running}")).await;
+        if job["stage"] == "chunking" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let other = d.token(Uuid::new_v4());
+    assert_eq!(
+        d.post_json(&other, &format!("/api/v1/jobs/{queued}/cancel"), &json!({}))
+            .await
+            .0,
+        404
+    );
+    for job_id in [&queued, &running] {
+        let t = Instant::now();
+        let (status, body) = d
+            .post_json(&token, &format!("/api/v1/jobs/{job_id}/cancel"), &json!({}))
+            .await;
+        let took = t.elapsed();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "cancelled");
+        assert!(took < Duration::from_millis(1500), "cancel took {took:?}");
+        let (_, job) = d.get_json(&token, &format!("/api/v1/jobs/{job_id}")).await;
+        assert_eq!(job["stage"], "failed");
+        assert_eq!(job["error"], "cancelled");
+        eprintln!(
+            "FIGURE cancel: {} job cancelled in {} ms",
+            if job_id == &queued { "queued" } else { "running" },
+            took.as_millis()
+        );
+    }
+    let (status, _) = d
+        .post_json(&token, &format!("/api/v1/jobs/{queued}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 409, "an ended job cannot be cancelled again");
+    // A cancelled job can be retried.
+    let (status, _) = d
+        .post_json(&token, &format!("/api/v1/jobs/{queued}/retry"), &json!({}))
+        .await;
+    assert_eq!(status, 202);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_running_jobs_and_closes_sockets_with_1001() {
+    let mut d = Daemon::start(
+        Opts::default()
+            .with("DOCULEARN_QUEUE__SHUTDOWN_GRACE_SECS", 2)
+            .with("DOCULEARN_FAULTS__HANG_IN_STAGE", "embedding")
+            .with("DOCULEARN_FAULTS__HANG_SECS", 30),
+    )
+    .await;
+    let user = Uuid::new_v4();
+    let token = d.token(user);
+    let mut ws = d.ws(user, &token).await;
+    let (_, job_id) = d.upload_one(&token, "drain.txt", doc_text(7)).await;
+    let start = Instant::now();
+    loop {
+        let (_, job) = d.get_json(&token, &format!("/api/v1/jobs/{job_id}")).await;
+        if job["stage"] == "embedding" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let t = Instant::now();
+    let status = d.terminate(Duration::from_secs(20)).expect("exited");
+    assert!(status.success(), "clean exit: {status:?}");
+    assert!(t.elapsed() < Duration::from_secs(10), "grace is 2 s");
+    let mut close_code = None;
+    while let Ok(Some(msg)) =
+        tokio::time::timeout(Duration::from_secs(2), futures::StreamExt::next(&mut ws.stream)).await
+    {
+        if let Ok(tokio_tungstenite::tungstenite::Message::Close(frame)) = msg {
+            close_code = frame.map(|f| u16::from(f.code));
+            break;
+        }
+    }
+    assert_eq!(close_code, Some(1001));
+    let first_log = d.log_text();
+    assert!(first_log.contains("handing running jobs back"), "{first_log}");
+    // The unfinished job went back to the queue and the next start finishes it.
+    d.opts.env.retain(|(k, _)| !k.starts_with("DOCULEARN_FAULTS__"));
+    d.spawn();
+    let job = d.wait_job(&token, &job_id, Duration::from_secs(30)).await;
+    assert_eq!(job["stage"], "completed", "{job}");
+}
+
+#[allow(dead_code)]
+fn rss_of(d: &Daemon) -> u64 {
+    vm_hwm_kb(d.pid())
+}

@@ -53,7 +53,11 @@ impl Embedder for LocalEmbedder {
         self.batch_size
     }
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let _permit = self.gate.acquire().await.map_err(|_| EmbedError::Permanent("the local model was shut down".into()))?;
+        let _permit = self
+            .gate
+            .acquire()
+            .await
+            .map_err(|_| EmbedError::Permanent("the local model was shut down".into()))?;
         let model = self.model.clone();
         let owned = texts.to_vec();
         let vectors = tokio::task::spawn_blocking(move || {

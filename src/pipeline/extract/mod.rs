@@ -6,7 +6,7 @@
 //! limit, so a parser crash (stack overflow, allocation abort) only fails
 //! that job.
 
-// TEMPNOPDF mod pdf;
+mod pdf;
 pub mod sniff;
 pub mod text;
 
@@ -82,7 +82,7 @@ pub fn extract_bytes(bytes: &[u8], name: &str, declared_type: &str, limits: &Lim
     }
     let kind = sniff::sniff(bytes, name, declared_type);
     let extracted = match kind {
-        Kind::Pdf => return Err("TEMPNOPDF".into()), // TEMPNOPDF
+        Kind::Pdf => pdf::extract(bytes, limits)?,
         Kind::Html => text::html(bytes, limits)?,
         Kind::Markdown => text::markdown(bytes, limits)?,
         Kind::Text => text::plain(bytes, limits)?,

@@ -21,7 +21,11 @@ pub fn extract(bytes: &[u8], limits: &Limits) -> Result<Extracted, String> {
         }
         page_starts.push(text.len());
         // NUL cannot be stored in Postgres text or JSON; other controls are noise.
-        text.extend(page.trim_end().chars().filter(|c| !c.is_control() || *c == '\n' || *c == '\t'));
+        text.extend(
+            page.trim_end()
+                .chars()
+                .filter(|c| !c.is_control() || *c == '\n' || *c == '\t'),
+        );
     }
     let page_errors = extraction
         .page_errors

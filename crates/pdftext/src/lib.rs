@@ -1,0 +1,358 @@
+//! Text extraction from PDF, built on lopdf's object model rather than its
+//! `extract_text`: our own page-tree walk (inheritance, cycles, limits), a
+//! content-stream interpreter that follows Form XObjects, fonts with
+//! ToUnicode, predefined and embedded CMaps, simple encodings with
+//! Differences and glyph names, and a layout step that places spaces and
+//! line breaks from glyph geometry, page by page. One bad page becomes a
+//! page error; the rest of the document still counts.
+//!
+//! - [`extract`]: bytes → text per page, or a [`PdfError`] a user can read
+//! - [`f1`]: token F1 against a reference text (how agreement is measured)
+
+#![forbid(unsafe_code)]
+
+mod cmap;
+mod encoding;
+pub mod f1;
+mod font;
+mod interp;
+mod tables;
+
+use std::collections::HashSet;
+
+use lopdf::{Dictionary, Document, LoadOptions, Object, ObjectId};
+
+pub use f1::token_f1;
+
+/// Bounds on the work one document may cause.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Total bytes inflated from streams for one document.
+    pub max_decompressed_bytes: u64,
+    pub max_objects: usize,
+    pub max_pages: usize,
+    /// Nesting of Form XObjects followed (and of arrays/dictionaries accepted).
+    pub max_depth: usize,
+    pub max_output_chars: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_decompressed_bytes: 256 << 20,
+            max_objects: 2_000_000,
+            max_pages: 10_000,
+            max_depth: 64,
+            max_output_chars: 50_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Extraction {
+    /// Text of each page, in page order ("" for a page without text).
+    pub pages: Vec<String>,
+    /// (0-based page index, reason) for pages that failed or were cut short.
+    pub page_errors: Vec<(usize, String)>,
+    /// The file was encrypted (and opened with the empty user password).
+    pub encrypted: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PdfError {
+    #[error("the file is not a PDF (it does not start with %PDF-)")]
+    NotPdf,
+    #[error("the PDF needs a password to open")]
+    PasswordRequired,
+    #[error("the PDF is damaged: {0}")]
+    Malformed(String),
+    #[error("the PDF is too large to process: {0}")]
+    LimitExceeded(String),
+    #[error("the PDF has no text layer (it looks like a scanned image); {pages} page(s) checked")]
+    NoText { pages: usize },
+}
+
+/// Nesting beyond which a file is refused before parsing (real files stay
+/// far below; deeply nested arrays are a known way to exhaust a parser's stack).
+const MAX_SYNTAX_NESTING: usize = 2000;
+
+/// Rejects absurd nesting of arrays and dictionaries outside streams
+/// without parsing anything.
+fn check_nesting(bytes: &[u8]) -> Result<(), PdfError> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'[' => depth += 1,
+            b'<' if bytes.get(i + 1) == Some(&b'<') => {
+                depth += 1;
+                i += 1;
+            }
+            b']' => depth = depth.saturating_sub(1),
+            b'>' if bytes.get(i + 1) == Some(&b'>') => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
+            b's' if bytes[i..].starts_with(b"stream") && (i == 0 || !bytes[i - 1].is_ascii_alphabetic()) => {
+                // Skip binary stream data, where brackets mean nothing.
+                match find(&bytes[i..], b"endstream") {
+                    Some(end) => i += end + 8,
+                    None => break,
+                }
+                depth = 0;
+            }
+            b'e' if bytes[i..].starts_with(b"endobj") => depth = 0,
+            _ => {}
+        }
+        if depth > MAX_SYNTAX_NESTING {
+            return Err(PdfError::LimitExceeded(format!(
+                "arrays or dictionaries are nested more than {MAX_SYNTAX_NESTING} levels deep"
+            )));
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn describe_load_error(e: &lopdf::Error) -> PdfError {
+    let text = e.to_string();
+    let lower = text.to_lowercase();
+    if lower.contains("password") || lower.contains("decrypt") || lower.contains("encrypt") {
+        return PdfError::PasswordRequired;
+    }
+    if lower.contains("limit") && lower.contains("exceed") {
+        return PdfError::LimitExceeded("a compressed stream inflates beyond the size limit".into());
+    }
+    PdfError::Malformed(text)
+}
+
+/// A page with the resources it inherits.
+struct PageRef {
+    id: ObjectId,
+    resources: Option<ObjectId>,
+    inline_resources: Option<Dictionary>,
+}
+
+/// Walks the page tree: inheritance of /Resources, cycle and depth guards,
+/// and the page limit (including what /Count claims).
+fn collect_pages(doc: &Document, limits: &Limits) -> Result<Vec<PageRef>, PdfError> {
+    let root = doc
+        .trailer
+        .get(b"Root")
+        .ok()
+        .and_then(|o| doc.dereference(o).ok())
+        .and_then(|(_, o)| o.as_dict().ok())
+        .ok_or_else(|| PdfError::Malformed("it has no document catalog".into()))?;
+    let pages_obj = root
+        .get(b"Pages")
+        .map_err(|_| PdfError::Malformed("it has no page tree".into()))?;
+    let (pages_id, pages) = doc
+        .dereference(pages_obj)
+        .map_err(|_| PdfError::Malformed("its page tree is missing".into()))?;
+    if let Some(count) = pages
+        .as_dict()
+        .ok()
+        .and_then(|d| d.get(b"Count").ok())
+        .and_then(|c| c.as_i64().ok())
+    {
+        if count > limits.max_pages as i64 {
+            return Err(PdfError::LimitExceeded(format!(
+                "it claims {count} pages; the limit is {}",
+                limits.max_pages
+            )));
+        }
+    }
+    let mut out = Vec::new();
+    let mut seen: HashSet<ObjectId> = HashSet::new();
+    // (node, inherited resources by id, inherited inline resources, depth)
+    let mut stack: Vec<(&Object, Option<ObjectId>, Option<Dictionary>, usize)> = vec![(pages_obj, None, None, 0)];
+    let _ = pages_id;
+    while let Some((node, inherited_id, inherited_inline, depth)) = stack.pop() {
+        if depth > limits.max_depth {
+            return Err(PdfError::Malformed("its page tree is nested too deeply".into()));
+        }
+        let Ok((id, obj)) = doc.dereference(node) else { continue };
+        if let Some(id) = id {
+            if !seen.insert(id) {
+                continue; // a cycle, or a page listed twice
+            }
+        }
+        let Ok(dict) = obj.as_dict() else { continue };
+        let (res_id, res_inline) = match dict.get(b"Resources") {
+            Ok(Object::Reference(r)) => (Some(*r), None),
+            Ok(Object::Dictionary(d)) => (None, Some(d.clone())),
+            _ => (inherited_id, inherited_inline.clone()),
+        };
+        let is_pages = dict.get(b"Kids").is_ok() && dict.get_type().map(|t| t != b"Page").unwrap_or(true);
+        if is_pages {
+            if let Ok(kids) = dict
+                .get(b"Kids")
+                .and_then(|k| doc.dereference(k))
+                .and_then(|(_, k)| k.as_array())
+            {
+                for kid in kids.iter().rev() {
+                    stack.push((kid, res_id, res_inline.clone(), depth + 1));
+                }
+            }
+        } else if let Some(id) = id {
+            out.push(PageRef {
+                id,
+                resources: res_id,
+                inline_resources: res_inline,
+            });
+            if out.len() > limits.max_pages {
+                return Err(PdfError::LimitExceeded(format!(
+                    "it has more than {} pages",
+                    limits.max_pages
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Extracts the text of every page. Never panics on any input: lopdf is
+/// called under `catch_unwind`, and our own code bounds recursion, loops
+/// and allocations by `limits`.
+pub fn extract(bytes: &[u8], limits: &Limits) -> Result<Extraction, PdfError> {
+    let head = &bytes[..bytes.len().min(1024)];
+    if !head.windows(5).any(|w| w == b"%PDF-") {
+        return Err(PdfError::NotPdf);
+    }
+    check_nesting(bytes)?;
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| extract_inner(bytes, limits))) {
+        Ok(r) => r,
+        Err(_) => Err(PdfError::Malformed("the reader failed on its structure".into())),
+    }
+}
+
+fn extract_inner(bytes: &[u8], limits: &Limits) -> Result<Extraction, PdfError> {
+    let options = LoadOptions {
+        max_decompressed_size: Some(limits.max_decompressed_bytes.min(usize::MAX as u64) as usize),
+        ..LoadOptions::default()
+    };
+    let mut doc = Document::load_mem_with_options(bytes, options).map_err(|e| describe_load_error(&e))?;
+    let encrypted = doc.is_encrypted() || doc.encryption_state.is_some();
+    if doc.is_encrypted() {
+        doc.decrypt("").map_err(|_| PdfError::PasswordRequired)?;
+    }
+    if doc.objects.len() > limits.max_objects {
+        return Err(PdfError::LimitExceeded(format!(
+            "it has {} objects; the limit is {}",
+            doc.objects.len(),
+            limits.max_objects
+        )));
+    }
+    let pages = collect_pages(&doc, limits)?;
+    let mut interp = interp::Interpreter::new(
+        &doc,
+        limits.max_decompressed_bytes,
+        limits.max_depth,
+        limits.max_output_chars,
+    );
+    let mut texts = Vec::with_capacity(pages.len());
+    let mut page_errors = Vec::new();
+    let mut total_chars = 0usize;
+    for (index, page) in pages.iter().enumerate() {
+        interp.placed.clear();
+        let errors_before = interp.stream_errors;
+        let resources: Option<&Dictionary> = match (&page.inline_resources, page.resources) {
+            (Some(d), _) => Some(d),
+            (None, Some(id)) => doc.get_dictionary(id).ok(),
+            _ => None,
+        };
+        let result = page_content(&doc, page.id, &mut interp).and_then(|content| {
+            let mut visiting = vec![page.id];
+            interp.run(&content, resources, interp::Matrix::IDENTITY, 0, &mut visiting)?;
+            match doc.get_dictionary(page.id) {
+                Ok(page_dict) => interp.annotations(page_dict, &mut visiting),
+                Err(_) => Ok(()),
+            }
+        });
+        let text = interp::layout(&interp.placed);
+        match result {
+            Ok(()) => {}
+            Err(interp::PageError::Budget) => {
+                return Err(PdfError::LimitExceeded(format!(
+                    "its streams inflate to more than {} bytes",
+                    limits.max_decompressed_bytes
+                )));
+            }
+            Err(interp::PageError::Glyphs) => {
+                return Err(PdfError::LimitExceeded(format!(
+                    "it holds more than {} characters",
+                    limits.max_output_chars
+                )));
+            }
+            Err(interp::PageError::Other(reason)) => page_errors.push((index, reason)),
+        }
+        if interp.stream_errors > errors_before {
+            page_errors.push((
+                index,
+                "its content is damaged; the text before the damage was kept".into(),
+            ));
+        }
+        total_chars += text.len();
+        if total_chars > limits.max_output_chars.saturating_mul(4) {
+            return Err(PdfError::LimitExceeded(format!(
+                "it holds more than {} characters",
+                limits.max_output_chars
+            )));
+        }
+        texts.push(text);
+    }
+    if texts.iter().all(|t| t.trim().is_empty()) {
+        if pages.is_empty() {
+            return Err(PdfError::Malformed("it has no pages".into()));
+        }
+        if !page_errors.is_empty() && page_errors.len() == pages.len() {
+            return Err(PdfError::Malformed(page_errors[0].1.clone()));
+        }
+        return Err(PdfError::NoText { pages: pages.len() });
+    }
+    Ok(Extraction {
+        pages: texts,
+        page_errors,
+        encrypted,
+    })
+}
+
+/// The page's content streams, concatenated, within the decompression budget.
+fn page_content(
+    doc: &Document,
+    page: ObjectId,
+    interp: &mut interp::Interpreter,
+) -> Result<Vec<u8>, interp::PageError> {
+    let dict = doc
+        .get_dictionary(page)
+        .map_err(|e| interp::PageError::Other(e.to_string()))?;
+    let Ok(contents) = dict.get(b"Contents") else {
+        return Ok(Vec::new());
+    };
+    let (_, contents) = doc
+        .dereference(contents)
+        .map_err(|e| interp::PageError::Other(e.to_string()))?;
+    let refs: Vec<&Object> = match contents {
+        Object::Array(items) => items.iter().collect(),
+        other => vec![other],
+    };
+    let mut out = Vec::new();
+    for r in refs.into_iter().take(10_000) {
+        let Ok((_, obj)) = doc.dereference(r) else { continue };
+        if let Ok(stream) = obj.as_stream() {
+            match interp.stream_content(stream) {
+                Ok(data) => {
+                    out.extend_from_slice(&data);
+                    out.push(b'\n');
+                }
+                Err(interp::PageError::Other(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,19 +1,19 @@
 //! doculearn: a daemon that turns uploaded documents into searchable vectors
 //! and shows every user, live, how far each document has come.
 //!
-//! - [`config`]: typed settings (default.toml < `--config` < `DOCULEARN_*`)
-//! - [`domain`]: job ids, stages and the progress event every channel carries
-//! - [`db`]: all SQL; worker writes fenced by attempt
-//! - [`arq`]: arq 0.28's wire format and queue protocol in Redis
-//! - [`progress`]: numbering, storing and publishing progress events
-//! - [`pipeline`]: the stages (download, extract, chunk, embed, store) as plain functions
-//! - [`actors`]: the ractor supervision tree that runs jobs and feeds sockets
-//! - [`jobs`]: ending a job on both records (Postgres and the arq result)
-//! - [`recovery`]: the stall watchdog's and the reconciler's logic (Postgres vs Redis)
-//! - [`http`]: the API, the WebSocket, health
-//! - [`startup`]: building, running and draining the daemon
-//! - [`services`]: what actors and handlers share
-//! - [`telemetry`]: logging
+//! - [`config`] — typed settings (default.toml < `--config` < `DOCULEARN_*`)
+//! - [`domain`] — job ids, stages and the progress event every channel carries
+//! - [`db`] — all SQL; worker writes fenced by attempt
+//! - [`arq`] — arq 0.28's wire format and queue protocol in Redis
+//! - [`progress`] — numbering, storing and publishing progress events
+//! - [`pipeline`] — the stages (download, extract, chunk, embed, store) as plain functions
+//! - [`actors`] — the ractor supervision tree that runs jobs and feeds sockets
+//! - [`jobs`] — ending a job on both records (Postgres and the arq result)
+//! - [`recovery`] — the stall watchdog's and the reconciler's logic (Postgres vs Redis)
+//! - [`http`] — the API, the WebSocket, health
+//! - [`startup`] — building, running and draining the daemon
+//! - [`services`] — what actors and handlers share
+//! - [`telemetry`] — logging
 
 pub mod actors;
 pub mod arq;

@@ -554,7 +554,7 @@ async fn conclude_error(state: &mut DocumentState, stage: Stage, error: StageErr
             if let Some(r) = state.reporter.as_mut() {
                 let message = format!("Waiting to retry ({reason}); next try in {} s", defer.as_secs().max(1));
                 let progress = r.last_progress();
-                match r
+                if let Err(crate::progress::ProgressError::Fenced(_)) = r
                     .progress(
                         stage,
                         progress,
@@ -563,8 +563,7 @@ async fn conclude_error(state: &mut DocumentState, stage: Stage, error: StageErr
                     )
                     .await
                 {
-                    Err(crate::progress::ProgressError::Fenced(_)) => return,
-                    _ => {}
+                    return;
                 }
             }
             jobs::arq_retry(s, &claimed, defer).await;

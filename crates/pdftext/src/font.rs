@@ -37,7 +37,7 @@ enum Kind {
         widths: Box<[f64; 256]>,
     },
     Composite {
-        encoding: Encoding,
+        encoding: Box<Encoding>,
         cid_to_unicode: Option<Arc<Vec<u32>>>,
         widths: HashMap<u32, f64>,
         default_width: f64,
@@ -68,9 +68,11 @@ fn poppler_data_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/share/poppler"))
 }
 
+type CidTable = Option<Arc<Vec<u32>>>;
+
 /// CID→Unicode table of a character collection, loaded once per process.
-fn cid_to_unicode(ordering: &str) -> Option<Arc<Vec<u32>>> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Option<Arc<Vec<u32>>>>>> = OnceLock::new();
+fn cid_to_unicode(ordering: &str) -> CidTable {
+    static CACHE: OnceLock<Mutex<HashMap<String, CidTable>>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
     let mut guard = cache.lock().ok()?;
     guard
@@ -146,10 +148,8 @@ fn type1_builtin_encoding(program: &[u8]) -> Option<HashMap<u8, String>> {
                     map.insert(code as u8, name.to_string());
                 }
             }
-        } else if w == "readonly" || w == "eexec" {
-            if !map.is_empty() || w == "eexec" {
-                break;
-            }
+        } else if (w == "readonly" && !map.is_empty()) || w == "eexec" {
+            break;
         }
     }
     (!map.is_empty()).then_some(map)
@@ -366,7 +366,7 @@ impl Font {
         }
         Font {
             kind: Kind::Composite {
-                encoding,
+                encoding: Box::new(encoding),
                 cid_to_unicode: cid_map,
                 widths,
                 default_width,
@@ -406,7 +406,7 @@ impl Font {
             } => {
                 let mut i = 0;
                 while i < bytes.len() {
-                    let len = match encoding {
+                    let len = match encoding.as_ref() {
                         Encoding::Identity => 2,
                         Encoding::CMap(c) if c.has_codespace() => c.code_len(&bytes[i..], 2),
                         Encoding::CMap(_) => 2,
@@ -414,7 +414,7 @@ impl Font {
                     .min(bytes.len() - i)
                     .max(1);
                     let code = bytes[i..i + len].iter().fold(0u32, |a, &b| (a << 8) | b as u32);
-                    let cid = match encoding {
+                    let cid = match encoding.as_ref() {
                         Encoding::Identity => code,
                         Encoding::CMap(c) => c.lookup_cid(code, len).unwrap_or(0),
                     };

@@ -224,11 +224,8 @@ impl<'a> Interpreter<'a> {
             let args = &op.operands;
             let n = |i: usize| args.get(i).map(num).unwrap_or(0.0);
             match op.operator.as_str() {
-                "q" => {
-                    if stack.len() < 256 {
-                        stack.push(gs.clone());
-                    }
-                }
+                "q" if stack.len() < 256 => stack.push(gs.clone()),
+                "q" => {}
                 "Q" => {
                     if let Some(s) = stack.pop() {
                         gs = s;

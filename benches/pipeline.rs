@@ -1,0 +1,235 @@
+//! End-to-end throughput over the public corpus, measured, not asserted.
+//!
+//!     cargo bench --bench pipeline            # instant (hash) and local model
+//!     cargo bench --bench pipeline -- hash    # one provider only
+//!
+//! For each embedder: starts the real daemon on a fresh database, uploads
+//! every corpus document at once, waits until each job has ended, and prints
+//! wall time, pages/s and chunks/s, each stage's share of the work (from the
+//! history table), and the daemon's peak RSS. Then measures the storing path
+//! on its own: COPY of 384-d vectors into pgvector with and without an HNSW
+//! index.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "bench-secret-bench-secret-bench-secret-01";
+
+fn corpus() -> PathBuf {
+    std::env::var("DOCULEARN_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"))
+}
+
+fn psql(db: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-Atqc", sql])
+        .output()
+        .expect("psql");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn vm_hwm_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn run_provider(provider: &str) {
+    let tag = format!(
+        "{:x}",
+        std::process::id() as u64 * 7919 + Instant::now().elapsed().subsec_nanos() as u64
+    );
+    let db = format!("dl_bench_{provider}_{tag}");
+    let model_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(".local/models/all-MiniLM-L6-v2");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_doculearn"))
+        .arg("serve")
+        .env("DOCULEARN_AUTH__JWT_SECRET", SECRET)
+        .env(
+            "DOCULEARN_DATABASE_URL",
+            format!("postgres://postgres@127.0.0.1:5432/{db}"),
+        )
+        .env("DOCULEARN_QUEUE__NAME", format!("bench:{tag}:queue"))
+        .env("DOCULEARN_PROGRESS__CHANNEL", format!("bench:{tag}:progress"))
+        .env("DOCULEARN_HTTP__LISTEN", "127.0.0.1:0")
+        .env("DOCULEARN_EMBEDDING__PROVIDER", provider)
+        .env("DOCULEARN_EMBEDDING__MODEL_DIR", &model_dir)
+        .env("DOCULEARN_QUEUE__MAX_JOBS", "4")
+        .env("DOCULEARN_QUEUE__POLL_INTERVAL_MS", "20")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start daemon");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .trim_start_matches("doculearn listening on http://")
+        .to_string();
+    let token = doculearn::http::auth::AuthKeys::from_settings(&doculearn::config::AuthSettings {
+        jwt_secret: SECRET.to_string().into(),
+        issuer: "doculearn".into(),
+        audience: "doculearn".into(),
+        token_ttl_secs: 3600,
+        service_token: String::new().into(),
+    })
+    .mint(uuid::Uuid::new_v4(), false, 7200);
+
+    // The corpus documents themselves (not the reference texts, the manifest or its README).
+    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().to_string();
+            !n.ends_with(".raw.txt") && !n.ends_with(".ref.txt") && n != "README.md" && n != "manifest.tsv"
+        })
+        .collect();
+    files.sort();
+    let start = Instant::now();
+    let mut curl = Command::new("curl");
+    curl.args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+    ]);
+    for f in &files {
+        curl.arg("-F").arg(format!("file=@{}", f.display()));
+    }
+    curl.arg(format!("http://{addr}/api/v1/documents"));
+    let status = String::from_utf8_lossy(&curl.output().unwrap().stdout).to_string();
+    assert_eq!(status, "202", "upload");
+    let n = files.len();
+    loop {
+        let ended: usize = psql(
+            &db,
+            "SELECT count(*) FROM job_progress WHERE stage IN ('completed','failed')",
+        )
+        .parse()
+        .unwrap_or(0);
+        if ended == n {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(3600) {
+            panic!("not done after an hour");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let rss = vm_hwm_mb(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let completed = psql(&db, "SELECT count(*) FROM job_progress WHERE stage = 'completed'");
+    let failed = psql(&db, "SELECT string_agg(d.name || ': ' || j.error, E'\\n') FROM job_progress j JOIN documents d ON d.id = j.document_id WHERE j.stage = 'failed'");
+    let pages: f64 = psql(
+        &db,
+        "SELECT COALESCE(sum(pages), 0) FROM documents WHERE chunk_count IS NOT NULL",
+    )
+    .parse()
+    .unwrap_or(0.0);
+    let chunks: f64 = psql(&db, "SELECT count(*) FROM chunks").parse().unwrap_or(0.0);
+    // Time spent in each stage: from a stage's first event to the next stage's first event.
+    let shares = psql(
+        &db,
+        "WITH firsts AS ( \
+           SELECT job_id, stage, min(timestamp) AS t FROM job_progress_history GROUP BY job_id, stage), \
+         spans AS ( \
+           SELECT stage, EXTRACT(EPOCH FROM (lead(t) OVER (PARTITION BY job_id ORDER BY t) - t)) AS s FROM firsts) \
+         SELECT string_agg(stage || '=' || round(total::numeric, 2) || 's (' || round((100 * total / sum(total) OVER ())::numeric, 1) || '%)', '  ' ORDER BY \
+           array_position(ARRAY['queued','downloading','extracting','chunking','embedding','storing'], stage)) \
+         FROM (SELECT stage, sum(s) AS total FROM spans WHERE s IS NOT NULL AND stage NOT IN ('completed','failed') GROUP BY stage) x",
+    );
+    println!("== {provider} embedder: {n} documents ({completed} completed)");
+    println!("wall {wall:.1} s | {pages} pages, {chunks} chunks | {:.1} pages/s, {:.1} chunks/s | daemon peak RSS {rss:.0} MB", pages / wall, chunks / wall);
+    println!("stage time (summed over jobs): {shares}");
+    if !failed.is_empty() {
+        println!("failed as expected:\n{failed}");
+    }
+    let _ = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-qc",
+            &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+        ])
+        .output();
+}
+
+fn copy_bench() {
+    let db = format!("dl_bench_copy_{}", std::process::id());
+    psql("postgres", &format!("CREATE DATABASE {db}"));
+    psql(
+        &db,
+        "CREATE EXTENSION vector; CREATE TABLE v (id bigserial, e vector(384))",
+    );
+    let rows = 20_000;
+    let mut data = String::with_capacity(rows * 384 * 10);
+    let mut seed = 88172645463325252u64;
+    for _ in 0..rows {
+        data.push('[');
+        for k in 0..384 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            if k > 0 {
+                data.push(',');
+            }
+            data.push_str(&format!("{:.6}", (seed % 2000) as f64 / 1000.0 - 1.0));
+        }
+        data.push_str("]\n");
+    }
+    let file = std::env::temp_dir().join(format!("copy-bench-{}.txt", std::process::id()));
+    std::fs::write(&file, &data).unwrap();
+    let copy = |label: &str| {
+        let t = Instant::now();
+        let out = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", &db, "-qc"])
+            .arg(format!("\\copy v (e) FROM '{}'", file.display()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let s = t.elapsed().as_secs_f64();
+        println!("COPY {rows} x 384-d {label}: {s:.2} s = {:.0} rows/s", rows as f64 / s);
+    };
+    println!("== storing path (COPY text into pgvector)");
+    copy("into a table without an index");
+    let t = Instant::now();
+    psql(
+        &db,
+        "SET maintenance_work_mem = '512MB'; CREATE INDEX ON v USING hnsw (e vector_cosine_ops)",
+    );
+    println!("HNSW build over {rows} rows: {:.1} s", t.elapsed().as_secs_f64());
+    copy(&format!("into a table with an HNSW index ({rows} rows already)"));
+    let _ = std::fs::remove_file(&file);
+    psql("postgres", &format!("DROP DATABASE {db} WITH (FORCE)"));
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let want = |p: &str| args.is_empty() || args.iter().any(|a| a == p);
+    if want("hash") {
+        run_provider("hash");
+    }
+    if want("local") {
+        run_provider("local");
+    }
+    if want("copy") {
+        copy_bench();
+    }
+}

@@ -210,8 +210,9 @@ fn describe_crash(status: &std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match status.signal() {
         Some(9) | Some(24) => "reading the file took more time than a document may use, so it was stopped".into(),
-        // Rust aborts when an allocation fails under the address-space limit.
-        Some(6) => "reading the file needed more memory than a document may use, so it was stopped".into(),
+        // Rust aborts on a failed allocation (the address-space limit) and
+        // on a stack overflow: either way the file is beyond what we read.
+        Some(6) => "the document reader ran out of memory or stack on this file and was stopped; it is probably damaged or hostile".into(),
         Some(sig) => format!("the file crashed the document reader (signal {sig}); it is probably damaged or hostile"),
         None => "the file could not be read: the document reader ran out of memory or failed".into(),
     }

@@ -74,14 +74,11 @@ fn run_provider(provider: &str) {
         .trim()
         .trim_start_matches("doculearn listening on http://")
         .to_string();
-    let token = doculearn::http::auth::AuthKeys::from_settings(&doculearn::config::AuthSettings {
-        jwt_secret: SECRET.to_string().into(),
-        issuer: "doculearn".into(),
-        audience: "doculearn".into(),
-        token_ttl_secs: 3600,
-        service_token: String::new().into(),
-    })
-    .mint(uuid::Uuid::new_v4(), false, 7200);
+    let token = doculearn::http::auth::AuthKeys::hs256(SECRET, "doculearn", "doculearn").mint(
+        uuid::Uuid::new_v4(),
+        false,
+        7200,
+    );
 
     // The corpus documents themselves (not the reference texts, the manifest or its README).
     let mut files: Vec<PathBuf> = std::fs::read_dir(corpus())

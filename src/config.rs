@@ -18,6 +18,7 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub http: HttpSettings,
+    pub websocket: WebSocketSettings,
     pub log: LogSettings,
     pub database: DatabaseSettings,
     pub redis: RedisSettings,
@@ -37,6 +38,24 @@ pub struct HttpSettings {
     pub max_upload_bytes: u64,
     pub max_request_bytes: u64,
     pub dev_mode: bool,
+    pub uploads_per_minute: u32,
+    pub allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketSettings {
+    pub max_sockets_per_user: usize,
+    pub max_message_bytes: usize,
+    pub max_messages_per_sec: u32,
+    pub max_events_per_job_per_sec: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum JwtAlgorithm {
+    HS256,
+    RS256,
+    ES256,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -141,7 +160,10 @@ impl WatchdogSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
+    pub algorithm: JwtAlgorithm,
     pub jwt_secret: SecretString,
+    pub public_key_file: PathBuf,
+    pub private_key_file: PathBuf,
     pub issuer: String,
     pub audience: String,
     pub token_ttl_secs: u64,
@@ -281,10 +303,31 @@ impl Settings {
 
     /// Checks that values make sense together; names the first bad setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.auth.jwt_secret.expose_secret().len() < 32 {
+        match self.auth.algorithm {
+            JwtAlgorithm::HS256 if self.auth.jwt_secret.expose_secret().len() < 32 => {
+                return Err(invalid(
+                    "auth.jwt_secret",
+                    "must be set to at least 32 characters (DOCULEARN_AUTH__JWT_SECRET); scripts/dev.sh generates one",
+                ));
+            }
+            JwtAlgorithm::RS256 | JwtAlgorithm::ES256 if self.auth.public_key_file.as_os_str().is_empty() => {
+                return Err(invalid(
+                    "auth.public_key_file",
+                    "must name a PEM public key for RS256/ES256",
+                ));
+            }
+            _ => {}
+        }
+        if self.websocket.max_sockets_per_user == 0 {
+            return Err(invalid("websocket.max_sockets_per_user", "must be at least 1"));
+        }
+        if self.websocket.max_message_bytes < 64 {
+            return Err(invalid("websocket.max_message_bytes", "must be at least 64"));
+        }
+        if self.websocket.max_messages_per_sec == 0 || self.websocket.max_events_per_job_per_sec == 0 {
             return Err(invalid(
-                "auth.jwt_secret",
-                "must be set to at least 32 characters (DOCULEARN_AUTH__JWT_SECRET); scripts/dev.sh generates one",
+                "websocket",
+                "message and event rates must be at least 1 per second",
             ));
         }
         let db = self.database.url.expose_secret();

@@ -113,9 +113,19 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let keys = doculearn::http::auth::AuthKeys::from_settings(&settings.auth);
-            println!("{}", keys.mint(user, admin, ttl));
-            ExitCode::SUCCESS
+            let minted = doculearn::http::auth::AuthKeys::from_settings(&settings.auth)
+                .map_err(|e| e.to_string())
+                .and_then(|keys| keys.try_mint(user, admin, ttl));
+            match minted {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Command::Migrate => run(async move {
             doculearn::telemetry::init(&settings.log);

@@ -113,7 +113,7 @@ impl Application {
         .await
         .context("cannot start the actor tree")?;
         let state = AppState {
-            auth: Arc::new(AuthKeys::from_settings(&settings.auth)),
+            auth: Arc::new(AuthKeys::from_settings(&settings.auth)?),
             services,
             supervisor,
             draining: Arc::new(AtomicBool::new(false)),

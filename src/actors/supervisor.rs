@@ -26,7 +26,7 @@ use uuid::Uuid;
 use super::document::{DocumentActor, DocumentArgs};
 use super::queue_poller::{PollerArgs, QueuePoller};
 use super::relay::{ProgressRelay, RelayArgs};
-use super::session::{SessionActor, SessionMsg, SocketHandle};
+use super::session::{SessionActor, SessionArgs, SessionMsg, SocketHandle};
 use super::watchdog::{Watchdog, WatchdogArgs};
 use crate::arq::wire::{cancelled_error, job_execution_failed};
 use crate::arq::{Claimed, JobDef};
@@ -426,7 +426,14 @@ impl Actor for Supervisor {
                         return Ok(());
                     }
                 }
-                match Actor::spawn_linked(None, SessionActor, (user_id, socket), myself.get_cell()).await {
+                let ws = &state.services.settings.websocket;
+                let args = SessionArgs {
+                    user_id,
+                    first: socket,
+                    max_sockets: ws.max_sockets_per_user,
+                    min_event_gap: Duration::from_secs_f64(1.0 / ws.max_events_per_job_per_sec as f64),
+                };
+                match Actor::spawn_linked(None, SessionActor, args, myself.get_cell()).await {
                     Ok((session, _)) => {
                         state.session_users.insert(session.get_id(), user_id);
                         state.sessions.insert(user_id, session);

@@ -1,7 +1,9 @@
 //! Bearer tokens: minting (`doculearn token`) and checking (an extractor for
 //! handlers, and a function for the WebSocket handshake). HS256 with the
-//! configured secret; `exp`, `nbf`, issuer and audience are checked; `sub` is
-//! the user's UUID and `role` may be `admin`.
+//! configured secret by default, or RS256/ES256 with an identity provider's
+//! public key; `exp`, `nbf`, issuer and audience are checked and the
+//! algorithm is pinned (a token signed otherwise is refused); `sub` is the
+//! user's UUID and `role` may be `admin`.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -13,7 +15,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::config::AuthSettings;
+use crate::config::{AuthSettings, JwtAlgorithm};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
@@ -38,33 +40,101 @@ pub struct AuthUser {
 }
 
 pub struct AuthKeys {
-    encoding: EncodingKey,
+    /// Only with a secret (HS256) or a configured private key.
+    encoding: Option<EncodingKey>,
     decoding: DecodingKey,
+    algorithm: Algorithm,
     validation: Validation,
     issuer: String,
     audience: String,
 }
 
+fn read_pem(setting: &str, path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| anyhow::anyhow!("config: setting `{setting}`: cannot read {}: {e}", path.display()))
+}
+
 impl AuthKeys {
-    pub fn from_settings(a: &AuthSettings) -> Self {
-        let secret = a.jwt_secret.expose_secret().as_bytes();
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_issuer(&[a.issuer.as_str()]);
-        validation.set_audience(&[a.audience.as_str()]);
+    /// HS256 with a shared secret (tests, scripts).
+    pub fn hs256(secret: &str, issuer: &str, audience: &str) -> Self {
+        Self::build(
+            Algorithm::HS256,
+            Some(EncodingKey::from_secret(secret.as_bytes())),
+            DecodingKey::from_secret(secret.as_bytes()),
+            issuer,
+            audience,
+        )
+    }
+
+    fn build(
+        algorithm: Algorithm,
+        encoding: Option<EncodingKey>,
+        decoding: DecodingKey,
+        issuer: &str,
+        audience: &str,
+    ) -> Self {
+        let mut validation = Validation::new(algorithm);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
         validation.validate_nbf = true;
         validation.leeway = 30;
         validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
         AuthKeys {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+            encoding,
+            decoding,
+            algorithm,
             validation,
-            issuer: a.issuer.clone(),
-            audience: a.audience.clone(),
+            issuer: issuer.to_string(),
+            audience: audience.to_string(),
         }
     }
 
-    /// A token for `user`, valid for `ttl_secs`.
+    pub fn from_settings(a: &AuthSettings) -> anyhow::Result<Self> {
+        let private = |setting: &str| -> anyhow::Result<Option<Vec<u8>>> {
+            if a.private_key_file.as_os_str().is_empty() {
+                Ok(None)
+            } else {
+                read_pem(setting, &a.private_key_file).map(Some)
+            }
+        };
+        Ok(match a.algorithm {
+            JwtAlgorithm::HS256 => Self::hs256(a.jwt_secret.expose_secret(), &a.issuer, &a.audience),
+            JwtAlgorithm::RS256 => {
+                let public = read_pem("auth.public_key_file", &a.public_key_file)?;
+                let decoding = DecodingKey::from_rsa_pem(&public).map_err(|e| {
+                    anyhow::anyhow!("config: setting `auth.public_key_file`: not an RSA public key: {e}")
+                })?;
+                let encoding = private("auth.private_key_file")?
+                    .map(|p| EncodingKey::from_rsa_pem(&p))
+                    .transpose()
+                    .map_err(|e| {
+                        anyhow::anyhow!("config: setting `auth.private_key_file`: not an RSA private key: {e}")
+                    })?;
+                Self::build(Algorithm::RS256, encoding, decoding, &a.issuer, &a.audience)
+            }
+            JwtAlgorithm::ES256 => {
+                let public = read_pem("auth.public_key_file", &a.public_key_file)?;
+                let decoding = DecodingKey::from_ec_pem(&public).map_err(|e| {
+                    anyhow::anyhow!("config: setting `auth.public_key_file`: not an EC public key: {e}")
+                })?;
+                let encoding = private("auth.private_key_file")?
+                    .map(|p| EncodingKey::from_ec_pem(&p))
+                    .transpose()
+                    .map_err(|e| {
+                        anyhow::anyhow!("config: setting `auth.private_key_file`: not an EC private key: {e}")
+                    })?;
+                Self::build(Algorithm::ES256, encoding, decoding, &a.issuer, &a.audience)
+            }
+        })
+    }
+
+    /// A token for `user`, valid for `ttl_secs`. Panics without a signing key
+    /// (see [`AuthKeys::try_mint`]).
     pub fn mint(&self, user: Uuid, admin: bool, ttl_secs: i64) -> String {
+        self.try_mint(user, admin, ttl_secs).expect("a signing key")
+    }
+
+    /// A token for `user`, or why none can be made here.
+    pub fn try_mint(&self, user: Uuid, admin: bool, ttl_secs: i64) -> Result<String, String> {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             sub: user.to_string(),
@@ -75,8 +145,11 @@ impl AuthKeys {
             aud: self.audience.clone(),
             role: admin.then(|| "admin".to_string()),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .expect("HS256 signing cannot fail")
+        let key = self
+            .encoding
+            .as_ref()
+            .ok_or("no signing key: set auth.private_key_file to mint RS256/ES256 tokens here")?;
+        jsonwebtoken::encode(&Header::new(self.algorithm), &claims, key).map_err(|e| e.to_string())
     }
 
     /// Checks a token; the error is the message a 401 carries.
@@ -126,16 +199,9 @@ impl FromRequestParts<AppState> for AuthUser {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::SecretString;
 
     fn keys(secret: &str, aud: &str) -> AuthKeys {
-        AuthKeys::from_settings(&AuthSettings {
-            jwt_secret: SecretString::from(secret.to_string()),
-            issuer: "doculearn".into(),
-            audience: aud.into(),
-            token_ttl_secs: 60,
-            service_token: SecretString::from(String::new()),
-        })
+        AuthKeys::hs256(secret, "doculearn", aud)
     }
 
     #[test]

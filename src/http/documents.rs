@@ -47,6 +47,38 @@ pub fn clean_content_type(raw: Option<&str>) -> String {
     }
 }
 
+/// Counts `n` uploads against the user's per-minute budget (a fixed window
+/// in Redis, so every instance shares it). Above the budget: 429 with the
+/// seconds until the window turns.
+pub async fn charge_uploads(state: &AppState, user: Uuid, n: u32) -> Result<(), ApiError> {
+    let limit = state.services.settings.http.uploads_per_minute;
+    if limit == 0 || n == 0 {
+        return Ok(());
+    }
+    let now = chrono::Utc::now().timestamp();
+    let window = now / 60;
+    let key = format!("doculearn:ratelimit:uploads:{user}:{window}");
+    let mut con = state.services.redis.clone();
+    let used: Result<(u64, ()), _> = redis::pipe()
+        .atomic()
+        .incr(&key, n)
+        .expire(&key, 120)
+        .query_async(&mut con)
+        .await;
+    match used {
+        Ok((used, ())) if used > limit as u64 => Err(ApiError::TooManyRequests {
+            message: format!("more than {limit} uploads in a minute; try again shortly"),
+            retry_after_secs: (60 - now % 60).max(1) as u64,
+        }),
+        Ok(_) => Ok(()),
+        // Without Redis the upload could not be queued anyway; let it report that.
+        Err(e) => {
+            tracing::warn!(error = %e, "upload rate limit unavailable");
+            Ok(())
+        }
+    }
+}
+
 /// One document to accept.
 pub struct Incoming<'a> {
     pub name: &'a str,
@@ -247,6 +279,7 @@ pub async fn upload(
             return Err(ApiError::BadRequest("only http and https URLs can be ingested".into()));
         }
         let name = body.name.as_deref().map(clean_name).unwrap_or_else(|| url_name(&url));
+        charge_uploads(&state, user.user_id, 1).await?;
         let incoming = Incoming {
             name: &name,
             content_type: "application/octet-stream",
@@ -272,6 +305,7 @@ pub async fn upload(
             "the upload has no file (send a multipart field with a filename)".into(),
         ));
     }
+    charge_uploads(&state, user.user_id, files.len() as u32).await?;
     let mut out = Vec::with_capacity(files.len());
     for f in &files {
         let incoming = Incoming {
@@ -344,6 +378,42 @@ pub async fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Whatever a client sends as a file name, what we store is a bare,
+        /// printable name of at most 255 characters.
+        #[test]
+        fn any_upload_name_is_cleaned(raw in any::<String>()) {
+            let name = clean_name(&raw);
+            prop_assert!(!name.is_empty());
+            prop_assert!(name.chars().count() <= 255);
+            prop_assert!(!name.contains('/') && !name.contains('\\'));
+            prop_assert!(!name.chars().any(char::is_control));
+            prop_assert!(name != "." && name != "..");
+        }
+
+        /// Whatever a client declares as a content type, we keep a harmless
+        /// `type/subtype` (it is only ever a hint; the bytes decide).
+        #[test]
+        fn any_content_type_is_cleaned(raw in any::<Option<String>>()) {
+            let ct = clean_content_type(raw.as_deref());
+            prop_assert!(ct.len() <= 100);
+            prop_assert_eq!(ct.matches('/').count(), 1);
+            prop_assert!(ct.chars().all(|c| c.is_ascii_alphanumeric() || "/.+-_".contains(c)));
+        }
+
+        /// Sniffing never panics on any bytes and never calls a non-PDF a PDF.
+        #[test]
+        fn sniffing_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048), name in ".{0,40}") {
+            let kind = crate::pipeline::extract::sniff::sniff(&bytes, &name, "application/pdf");
+            if kind == crate::pipeline::extract::Kind::Pdf {
+                prop_assert!(bytes.windows(5).any(|w| w == b"%PDF-"));
+            }
+        }
+    }
 
     #[test]
     fn names_and_types_are_cleaned() {

@@ -28,8 +28,6 @@ use crate::actors::session::{Outgoing, SocketHandle};
 use crate::actors::SupervisorMsg;
 use crate::db;
 
-/// Largest message a client may send (resume maps of many jobs fit easily).
-pub const MAX_INCOMING_BYTES: usize = 64 * 1024;
 /// Invalid messages tolerated before the socket is closed with 1008.
 const MAX_INVALID: u32 = 5;
 /// Jobs one `resume` may ask about.
@@ -53,12 +51,40 @@ fn protocol_token(ws: &WebSocketUpgrade) -> Option<String> {
     protocols.get(pos + 1).cloned()
 }
 
+/// Is this browser Origin allowed to open a socket? No Origin (not a
+/// browser) is allowed; otherwise it must be listed in
+/// `http.allowed_origins` or be this server's own origin.
+pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[String]) -> bool {
+    let Some(origin) = origin else { return true };
+    let origin = origin.trim_end_matches('/');
+    if allowed
+        .iter()
+        .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin) || a == "*")
+    {
+        return true;
+    }
+    let origin_host = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .unwrap_or("");
+    host.is_some_and(|h| !origin_host.is_empty() && h.eq_ignore_ascii_case(origin_host))
+}
+
 pub async fn handler(
     ws: WebSocketUpgrade,
     Path(path_user): Path<String>,
     Query(q): Query<WsQuery>,
+    headers: axum::http::HeaderMap,
     State(state): State<AppState>,
 ) -> Result<Response, ApiError> {
+    let origin = headers.get(axum::http::header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers.get(axum::http::header::HOST).and_then(|v| v.to_str().ok());
+    if !origin_allowed(origin, host, &state.services.settings.http.allowed_origins) {
+        return Err(ApiError::Forbidden(format!(
+            "WebSocket connections from origin {} are not allowed",
+            origin.unwrap_or("")
+        )));
+    }
     let from_protocol = protocol_token(&ws);
     let token = q.token.clone().or(from_protocol.clone()).ok_or_else(|| {
         ApiError::Unauthorized("missing token (send ?token= or Sec-WebSocket-Protocol: bearer, <token>)".into())
@@ -69,9 +95,10 @@ pub async fn handler(
     if path_user != user.user_id {
         return Err(ApiError::Forbidden("the path's user id is not the token's user".into()));
     }
+    let max = state.services.settings.websocket.max_message_bytes;
     let mut ws = ws
-        .max_message_size(MAX_INCOMING_BYTES)
-        .max_frame_size(MAX_INCOMING_BYTES)
+        .max_message_size(max)
+        .max_frame_size(max)
         .read_buffer_size(4096)
         .write_buffer_size(0);
     if from_protocol.is_some() {
@@ -144,12 +171,42 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
 
     let mut invalid = 0u32;
     let reader_state = state.clone();
+    let max_rate = state.services.settings.websocket.max_messages_per_sec;
     let reader = async {
+        let mut window = tokio::time::Instant::now();
+        let mut in_window = 0u32;
         while let Some(msg) = stream.next().await {
+            if window.elapsed() >= Duration::from_secs(1) {
+                window = tokio::time::Instant::now();
+                in_window = 0;
+            }
+            in_window += 1;
+            if in_window > max_rate {
+                let _ = tx
+                    .send(Outgoing::Close {
+                        code: 1008,
+                        reason: format!("more than {max_rate} messages per second"),
+                    })
+                    .await;
+                return;
+            }
             let reply = match msg {
                 Ok(Message::Text(text)) => handle_text(&reader_state, user.user_id, text.as_str()).await,
                 Ok(Message::Binary(_)) => Err("binary messages are not accepted".to_string()),
-                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(Message::Close(_)) => break,
+                Err(e) => {
+                    // tungstenite refuses a message above max_message_bytes.
+                    let text = e.to_string();
+                    if text.contains("too long") || text.contains("Space limit") || text.contains("too big") {
+                        let _ = tx
+                            .send(Outgoing::Close {
+                                code: 1009,
+                                reason: "message too big".into(),
+                            })
+                            .await;
+                    }
+                    return;
+                }
                 Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => Ok(Vec::new()),
             };
             match reply {
@@ -195,33 +252,51 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
     tracing::debug!(user_id = %user.user_id, socket = socket_id, "socket closed");
 }
 
-#[derive(Deserialize)]
+/// What a client may send.
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-enum ClientMessage {
+pub enum ClientMessage {
     Resume {
         after: std::collections::HashMap<String, i64>,
     },
-    Ping,
+    /// A struct variant (not a unit one) so unknown fields are refused too.
+    Ping {},
+    /// The plain-text `ping` of the seed plan.
+    #[serde(skip)]
+    TextPing,
 }
 
-/// Answers one text message; `Err` is an invalid message.
-async fn handle_text(state: &AppState, user: Uuid, text: &str) -> Result<Vec<String>, String> {
+/// Validates one text message: `ping`, `{"type":"ping"}` or
+/// `{"type":"resume","after":{job_id: seq}}` (at most 1000 jobs, job ids of
+/// at most 255 characters, seq ≥ 0). Anything else is an error message.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, String> {
     if text == "ping" {
-        return Ok(vec!["pong".to_string()]);
+        return Ok(ClientMessage::TextPing);
     }
     let msg: ClientMessage = serde_json::from_str(text).map_err(|_| {
         "unknown message; send \"ping\" or {\"type\":\"resume\",\"after\":{\"<job_id>\":<seq>}}".to_string()
     })?;
-    match msg {
-        ClientMessage::Ping => Ok(vec![json!({ "type": "pong" }).to_string()]),
+    if let ClientMessage::Resume { after } = &msg {
+        if after.len() > MAX_RESUME_JOBS {
+            return Err(format!("resume asks about more than {MAX_RESUME_JOBS} jobs"));
+        }
+        if after.iter().any(|(job, seq)| job.len() > 255 || *seq < 0) {
+            return Err("resume: job ids are at most 255 characters and seq is not negative".into());
+        }
+    }
+    Ok(msg)
+}
+
+/// Answers one text message; `Err` is an invalid message.
+async fn handle_text(state: &AppState, user: Uuid, text: &str) -> Result<Vec<String>, String> {
+    match parse_client_message(text)? {
+        ClientMessage::TextPing => Ok(vec!["pong".to_string()]),
+        ClientMessage::Ping {} => Ok(vec![json!({ "type": "pong" }).to_string()]),
         ClientMessage::Resume { after } => {
-            if after.len() > MAX_RESUME_JOBS {
-                return Err(format!("resume asks about more than {MAX_RESUME_JOBS} jobs"));
-            }
             let mut out = Vec::new();
             for (job_id, seq) in after {
                 // Other users' jobs look exactly like unknown ones.
-                match db::history(&state.services.db, user, &job_id, seq.max(0)).await {
+                match db::history(&state.services.db, user, &job_id, seq).await {
                     Ok(Some(events)) => {
                         for e in events {
                             out.push(serde_json::to_string(&e).map_err(|e| e.to_string())?);
@@ -242,3 +317,88 @@ async fn handle_text(state: &AppState, user: Uuid, text: &str) -> Result<Vec<Str
 
 /// Shared counter type for socket ids.
 pub type SocketIds = Arc<std::sync::atomic::AtomicU64>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn documented_messages_parse_and_others_do_not() {
+        assert_eq!(parse_client_message("ping"), Ok(ClientMessage::TextPing));
+        assert_eq!(parse_client_message(r#"{"type":"ping"}"#), Ok(ClientMessage::Ping {}));
+        assert!(matches!(
+            parse_client_message(r#"{"type":"resume","after":{"doc:1":3}}"#),
+            Ok(ClientMessage::Resume { .. })
+        ));
+        for bad in [
+            "",
+            "PING",
+            "pong",
+            "{}",
+            r#"{"type":"resume"}"#,
+            r#"{"type":"resume","after":{"x":-1}}"#,
+            r#"{"type":"ping","x":1}"#,
+            r#"{"type":"TextPing"}"#,
+            "null",
+            "[1]",
+        ] {
+            assert!(parse_client_message(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn origins() {
+        let allowed = vec!["https://app.example.org".to_string()];
+        assert!(origin_allowed(None, Some("x"), &[]));
+        assert!(origin_allowed(Some("https://app.example.org/"), None, &allowed));
+        assert!(origin_allowed(
+            Some("http://127.0.0.1:8000"),
+            Some("127.0.0.1:8000"),
+            &[]
+        ));
+        assert!(!origin_allowed(
+            Some("https://evil.example"),
+            Some("127.0.0.1:8000"),
+            &allowed
+        ));
+        assert!(!origin_allowed(Some("null"), Some("127.0.0.1:8000"), &[]));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any text: a clean Ok or Err, never a panic; Ok only for the documented forms.
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,300}") {
+            if let Ok(m) = parse_client_message(&text) {
+                match m {
+                    ClientMessage::TextPing => prop_assert_eq!(text, "ping"),
+                    ClientMessage::Ping {} => prop_assert!(text.contains("ping")),
+                    ClientMessage::Resume { after } => prop_assert!(after.len() <= MAX_RESUME_JOBS),
+                }
+            }
+        }
+
+        /// JSON-shaped input with random keys and values.
+        #[test]
+        fn arbitrary_json_never_panics(
+            kind in prop::sample::select(vec!["resume", "ping", "subscribe", "", "RESUME"]),
+            key in "[a-z:0-9-]{0,300}",
+            seq in any::<i64>(),
+            extra in proptest::option::of("[a-z]{1,8}"),
+        ) {
+            let mut v = serde_json::json!({"type": kind, "after": {key.clone(): seq}});
+            if let Some(e) = &extra {
+                v[e.as_str()] = serde_json::json!(1);
+            }
+            let parsed = parse_client_message(&v.to_string());
+            if parsed.is_ok() {
+                prop_assert!(kind == "resume" || kind == "ping");
+                if kind == "resume" {
+                    prop_assert!(seq >= 0 && key.len() <= 255);
+                }
+            }
+        }
+    }
+}

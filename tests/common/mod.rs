@@ -367,13 +367,7 @@ impl Drop for Daemon {
 }
 
 pub fn keys() -> doculearn::http::auth::AuthKeys {
-    doculearn::http::auth::AuthKeys::from_settings(&doculearn::config::AuthSettings {
-        jwt_secret: SECRET.to_string().into(),
-        issuer: "doculearn".into(),
-        audience: "doculearn".into(),
-        token_ttl_secs: 3600,
-        service_token: String::new().into(),
-    })
+    doculearn::http::auth::AuthKeys::hs256(SECRET, "doculearn", "doculearn")
 }
 
 pub fn client() -> reqwest::Client {

@@ -394,7 +394,7 @@ impl CMap {
             .iter()
             .rev()
             .find(|(r, _)| r.len == len && r.lo <= code && code <= r.hi)
-            .map(|(r, cid)| cid + (code - r.lo))
+            .map(|(r, cid)| cid.saturating_add(code - r.lo))
     }
 
     pub fn is_empty(&self) -> bool {

@@ -2,7 +2,8 @@
 //! the agreement measure the corpus tests and benchmarks use.
 //!
 //! Both texts are NFKC-normalised (so "ﬁ" equals "fi") and stripped of bidi
-//! control marks (U+200E/F, U+202A–U+202E, U+2066–U+2069). Tokens are maximal
+//! control marks (U+061C, U+200E/F, U+202A–U+202E, U+2066–U+2069, and the
+//! BOM U+FEFF). Tokens are maximal
 //! runs of non-whitespace, except that every character of a script written
 //! without spaces (Han, Hiragana, Katakana, Hangul, Thai, Lao, Khmer,
 //! Myanmar) is its own token, since where pdftotext breaks lines and puts
@@ -16,6 +17,7 @@ use unicode_normalization::UnicodeNormalization;
 fn is_unspaced_script(c: char) -> bool {
     matches!(c as u32,
         0x0E00..=0x0EFF      // Thai, Lao
+        | 0x1100..=0x11FF    // Hangul Jamo
         | 0x1000..=0x109F    // Myanmar
         | 0x1780..=0x17FF    // Khmer
         | 0x19E0..=0x19FF    // Khmer symbols
@@ -32,7 +34,7 @@ fn is_unspaced_script(c: char) -> bool {
 }
 
 fn is_bidi_control(c: char) -> bool {
-    matches!(c as u32, 0x200E | 0x200F | 0x202A..=0x202E | 0x2066..=0x2069 | 0xFEFF)
+    matches!(c as u32, 0x061C | 0x200E | 0x200F | 0x202A..=0x202E | 0x2066..=0x2069 | 0xFEFF)
 }
 
 /// The tokens of a text, as described in the module doc.

@@ -74,7 +74,8 @@ type CidTable = Option<Arc<Vec<u32>>>;
 fn cid_to_unicode(ordering: &str) -> CidTable {
     static CACHE: OnceLock<Mutex<HashMap<String, CidTable>>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
-    let mut guard = cache.lock().ok()?;
+    // A panic elsewhere while the lock was held must not disable the tables.
+    let mut guard = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     guard
         .entry(ordering.to_string())
         .or_insert_with(|| {
@@ -255,7 +256,9 @@ impl Font {
         let first = dict_get(doc, dict, b"FirstChar").and_then(num).unwrap_or(0.0) as usize;
         if let Some(ws) = dict_get(doc, dict, b"Widths").and_then(|o| o.as_array().ok()) {
             for (i, w) in ws.iter().enumerate() {
-                if let (Some(slot), Some(w)) = (widths.get_mut(first + i), num(deref(doc, w))) {
+                if let (Some(slot), Some(w)) =
+                    (first.checked_add(i).and_then(|c| widths.get_mut(c)), num(deref(doc, w)))
+                {
                     *slot = w;
                 }
             }
@@ -332,7 +335,7 @@ impl Font {
                         Some(Object::Array(list)) => {
                             for (k, v) in list.iter().enumerate() {
                                 if let Some(v) = num(deref(doc, v)) {
-                                    widths.insert(first + k as u32, v);
+                                    widths.insert(first.saturating_add(k as u32), v);
                                 }
                             }
                             i += 2;
@@ -378,9 +381,12 @@ impl Font {
         }
     }
 
-    /// Splits a shown string into glyphs.
-    pub fn decode(&self, bytes: &[u8]) -> Vec<Glyph> {
-        let mut out = Vec::with_capacity(bytes.len());
+    /// Splits a shown string into glyphs. Stops after the glyph whose text
+    /// takes the total past `max_text_bytes` (ToUnicode entries can map one
+    /// code to long strings), so a hostile string cannot allocate unbounded.
+    pub fn decode(&self, bytes: &[u8], max_text_bytes: usize) -> Vec<Glyph> {
+        let mut out = Vec::with_capacity(bytes.len().min(4096));
+        let mut text_bytes = 0usize;
         match &self.kind {
             Kind::Simple { codes, widths } => {
                 for &b in bytes {
@@ -390,11 +396,15 @@ impl Font {
                         .and_then(|m| m.lookup_unicode(b as u32, 1))
                         .or_else(|| codes[b as usize].clone())
                         .unwrap_or_default();
+                    text_bytes += text.len();
                     out.push(Glyph {
                         text,
                         width: widths[b as usize] * self.scale,
                         is_space_code: b == 32,
                     });
+                    if text_bytes > max_text_bytes {
+                        break;
+                    }
                 }
             }
             Kind::Composite {
@@ -407,6 +417,16 @@ impl Font {
                 let mut i = 0;
                 while i < bytes.len() {
                     let len = match encoding.as_ref() {
+                        // UTF-16 codes without the predefined CMap's codespace
+                        // (poppler-data absent): a surrogate pair is one code.
+                        Encoding::Identity
+                            if *unicode_codes
+                                && bytes.len() >= i + 4
+                                && (0xD8..0xDC).contains(&bytes[i])
+                                && (0xDC..0xE0).contains(&bytes[i + 2]) =>
+                        {
+                            4
+                        }
                         Encoding::Identity => 2,
                         Encoding::CMap(c) if c.has_codespace() => c.code_len(&bytes[i..], 2),
                         Encoding::CMap(_) => 2,
@@ -442,12 +462,16 @@ impl Font {
                                 .map(String::from)
                         })
                         .unwrap_or_default();
+                    text_bytes += text.len();
                     out.push(Glyph {
                         text,
                         width: widths.get(&cid).copied().unwrap_or(*default_width) * self.scale,
                         is_space_code: false,
                     });
                     i += len;
+                    if text_bytes > max_text_bytes {
+                        break;
+                    }
                 }
             }
         }

@@ -117,9 +117,31 @@ pub enum PageError {
     Other(String),
 }
 
+/// Per-page bounds on work and memory. A real page stays far below each;
+/// past one, the page keeps the text read so far and gets a page error.
+/// (Document-wide bounds come from [`crate::Limits`].)
+pub const PAGE_MAX_GLYPHS: usize = 1_000_000;
+/// Bytes of text the glyphs of one page may map to (ToUnicode entries can
+/// expand one code into long strings).
+pub const PAGE_MAX_TEXT_BYTES: usize = 16 << 20;
+/// Form XObjects drawn on one page (forms drawing forms multiply).
+pub const PAGE_MAX_FORMS: usize = 100_000;
+/// Operators run for one page.
+pub const PAGE_MAX_OPS: usize = 20_000_000;
+/// Operands one operation may have (arrays and dictionaries counted
+/// element by element). lopdf materialises them all, at ~120 bytes each.
+pub const MAX_OPERANDS: usize = 1_000_000;
+
 pub struct Interpreter<'a> {
     doc: &'a Document,
     fonts: HashMap<ObjectId, Rc<Font>>,
+    /// Fonts given as direct dictionaries, by the dictionary's address
+    /// (the document is not modified while we read it).
+    inline_fonts: HashMap<usize, Rc<Font>>,
+    page_glyphs: usize,
+    page_text_bytes: usize,
+    page_forms: usize,
+    page_ops: usize,
     /// Decompression bytes left for the whole document.
     pub budget: u64,
     max_depth: usize,
@@ -129,6 +151,9 @@ pub struct Interpreter<'a> {
     /// Operators seen whose stream had a syntax error (the rest of that
     /// stream is skipped).
     pub stream_errors: usize,
+    /// Strings shown without a usable font (a missing or broken font
+    /// object): their text cannot be known.
+    pub fontless_strings: usize,
 }
 
 fn num(o: &Object) -> f64 {
@@ -144,11 +169,17 @@ impl<'a> Interpreter<'a> {
         Interpreter {
             doc,
             fonts: HashMap::new(),
+            inline_fonts: HashMap::new(),
+            page_glyphs: 0,
+            page_text_bytes: 0,
+            page_forms: 0,
+            page_ops: 0,
             budget,
             max_depth,
             glyphs_left: max_glyphs,
             placed: Vec::new(),
             stream_errors: 0,
+            fontless_strings: 0,
         }
     }
 
@@ -171,16 +202,29 @@ impl<'a> Interpreter<'a> {
     fn font(&mut self, resources: Option<&'a Dictionary>, name: &[u8]) -> Option<Rc<Font>> {
         let (id, obj) = self.resource(resources, b"Font", name)?;
         let dict = obj.as_dict().ok()?;
-        if let Some(id) = id {
-            if let Some(f) = self.fonts.get(&id) {
-                return Some(f.clone());
-            }
+        let address = std::ptr::from_ref(dict) as usize;
+        let cached = match id {
+            Some(id) => self.fonts.get(&id),
+            None => self.inline_fonts.get(&address),
+        };
+        if let Some(f) = cached {
+            return Some(f.clone());
         }
         let font = Rc::new(Font::load(self.doc, dict, &mut self.budget));
-        if let Some(id) = id {
-            self.fonts.insert(id, font.clone());
-        }
+        match id {
+            Some(id) => self.fonts.insert(id, font.clone()),
+            None => self.inline_fonts.insert(address, font.clone()),
+        };
         Some(font)
+    }
+
+    /// Starts a page: clears the placed glyphs and the per-page counters.
+    pub fn start_page(&mut self) {
+        self.placed.clear();
+        self.page_glyphs = 0;
+        self.page_text_bytes = 0;
+        self.page_forms = 0;
+        self.page_ops = 0;
     }
 
     /// Decodes a stream's content within the budget.
@@ -212,6 +256,11 @@ impl<'a> Interpreter<'a> {
         let mut stack: Vec<GState> = Vec::new();
         let mut tm = Matrix::IDENTITY;
         let mut tlm = Matrix::IDENTITY;
+        if max_operands(content) > MAX_OPERANDS {
+            return Err(PageError::Other(format!(
+                "a content stream has an operation with more than {MAX_OPERANDS} operands; it was skipped"
+            )));
+        }
         for op in Content::decode_iter(content) {
             let op = match op {
                 Ok(op) => op,
@@ -221,6 +270,12 @@ impl<'a> Interpreter<'a> {
                     break;
                 }
             };
+            self.page_ops += 1;
+            if self.page_ops > PAGE_MAX_OPS {
+                return Err(PageError::Other(format!(
+                    "the page has more than {PAGE_MAX_OPS} drawing operations; the rest was skipped"
+                )));
+            }
             let args = &op.operands;
             let n = |i: usize| args.get(i).map(num).unwrap_or(0.0);
             match op.operator.as_str() {
@@ -335,6 +390,12 @@ impl<'a> Interpreter<'a> {
     ) -> Result<(), PageError> {
         if depth >= self.max_depth {
             return Ok(());
+        }
+        self.page_forms += 1;
+        if self.page_forms > PAGE_MAX_FORMS {
+            return Err(PageError::Other(format!(
+                "the page draws more than {PAGE_MAX_FORMS} forms; the rest was skipped"
+            )));
         }
         let Some((id, obj)) = self.resource(resources, b"XObject", name) else {
             return Ok(());
@@ -468,13 +529,29 @@ impl<'a> Interpreter<'a> {
 
     fn show(&mut self, gs: &GState, tm: &mut Matrix, bytes: &[u8]) -> Result<(), PageError> {
         let Some(font) = gs.font.clone() else {
+            if !bytes.is_empty() {
+                self.fontless_strings += 1;
+            }
             return Ok(());
         };
-        for glyph in font.decode(bytes) {
+        // Decode no more codes than the page may still place (4 bytes is
+        // the longest code), so one huge string cannot allocate unbounded.
+        let room = PAGE_MAX_GLYPHS.saturating_sub(self.page_glyphs).saturating_add(1);
+        let bytes = &bytes[..bytes.len().min(room.saturating_mul(4))];
+        let text_room = PAGE_MAX_TEXT_BYTES.saturating_sub(self.page_text_bytes);
+        for glyph in font.decode(bytes, text_room) {
             if self.glyphs_left == 0 {
                 return Err(PageError::Glyphs);
             }
             self.glyphs_left -= 1;
+            self.page_glyphs += 1;
+            self.page_text_bytes += glyph.text.len();
+            if self.page_glyphs > PAGE_MAX_GLYPHS || self.page_text_bytes > PAGE_MAX_TEXT_BYTES {
+                return Err(PageError::Other(format!(
+                    "the page holds more than {PAGE_MAX_GLYPHS} glyphs or {} MiB of text; the rest was skipped",
+                    PAGE_MAX_TEXT_BYTES >> 20
+                )));
+            }
             let m = tm.mul(&gs.ctm);
             let (adv_x, adv_y) = if font.vertical {
                 (0.0, -(glyph.width * gs.size + gs.char_spacing))
@@ -509,6 +586,89 @@ impl<'a> Interpreter<'a> {
         }
         Ok(())
     }
+}
+
+/// The largest number of operands (counting every element of arrays and
+/// dictionaries) that one operation of `content` has, by a linear scan that
+/// skips strings, comments and inline image data. Used to refuse streams
+/// that would make the parser materialise millions of objects.
+pub fn max_operands(content: &[u8]) -> usize {
+    let is_delim = |b: u8| b.is_ascii_whitespace() || b"()<>[]{}/%".contains(&b);
+    let (mut i, mut count, mut max) = (0usize, 0usize, 0usize);
+    let mut depth = 0usize;
+    while i < content.len() {
+        let c = content[i];
+        match c {
+            b'%' => {
+                while i < content.len() && content[i] != b'\n' && content[i] != b'\r' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'(' => {
+                let mut nest = 0usize;
+                while i < content.len() {
+                    match content[i] {
+                        b'\\' => i += 1,
+                        b'(' => nest += 1,
+                        b')' => {
+                            nest -= 1;
+                            if nest == 0 {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                count += 1;
+            }
+            b'<' if content.get(i + 1) == Some(&b'<') => {
+                depth += 1;
+                i += 1;
+            }
+            b'>' if content.get(i + 1) == Some(&b'>') => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
+            b'<' => {
+                while i < content.len() && content[i] != b'>' {
+                    i += 1;
+                }
+                count += 1;
+            }
+            b'[' => depth += 1,
+            b']' => depth = depth.saturating_sub(1),
+            c if c.is_ascii_whitespace() => {}
+            _ => {
+                let start = i;
+                while i < content.len() && (i == start || !is_delim(content[i])) {
+                    i += 1;
+                }
+                let word = &content[start..i];
+                let keyword = c.is_ascii_alphabetic() || c == b'\'' || c == b'"';
+                if keyword && depth == 0 && !matches!(word, b"true" | b"false" | b"null") {
+                    if word == b"ID" {
+                        // Inline image data runs to the next whitespace-delimited EI.
+                        while i + 2 < content.len()
+                            && !(content[i].is_ascii_whitespace()
+                                && &content[i + 1..i + 3] == b"EI"
+                                && content.get(i + 3).is_none_or(|b| b.is_ascii_whitespace()))
+                        {
+                            i += 1;
+                        }
+                    }
+                    max = max.max(count);
+                    count = 0;
+                } else {
+                    count += 1;
+                }
+                continue;
+            }
+        }
+        i += 1;
+    }
+    max.max(count)
 }
 
 /// Fraction of the font size above which a gap between glyphs is a word break.
@@ -637,6 +797,21 @@ mod tests {
         // Narrow repeated letters are not overprints.
         let glyphs = vec![g("l", 0.0, 0.0, 2.2), g("l", 2.2, 0.0, 2.2), g("o", 4.4, 0.0, 5.0)];
         assert_eq!(layout(&glyphs), "llo\n");
+    }
+
+    #[test]
+    fn operands_are_counted_per_operation() {
+        assert_eq!(max_operands(b"1 0 0 1 5 5 cm BT /F1 12 Tf ET"), 6);
+        // Array and dictionary elements count one by one; strings once.
+        assert_eq!(max_operands(b"[(a b c) -250 (d)] TJ"), 3);
+        assert_eq!(max_operands(b"/P << /MCID 3 /Alt (x [ y) >> BDC"), 5);
+        // Inline image data, comments and hex strings are skipped.
+        assert_eq!(
+            max_operands(b"BI /W 1 /H 1 ID [[[ 1 2 3 ] EI Q % 1 2 3 4 5 6 7 8\n<41 42> Tj"),
+            4
+        );
+        let wide = "1 ".repeat(5000) + "Td";
+        assert_eq!(max_operands(wide.as_bytes()), 5000);
     }
 
     #[test]

@@ -68,7 +68,10 @@ pub enum PdfError {
     Malformed(String),
     #[error("the PDF is too large to process: {0}")]
     LimitExceeded(String),
-    #[error("the PDF has no text layer (it looks like a scanned image); {pages} page(s) checked")]
+    #[error(
+        "the PDF has no text layer (it looks like a scanned image); {pages} {} checked",
+        if *pages == 1 { "page" } else { "pages" }
+    )]
     NoText { pages: usize },
 }
 
@@ -127,7 +130,7 @@ fn describe_load_error(e: &lopdf::Error) -> PdfError {
     if lower.contains("limit") && lower.contains("exceed") {
         return PdfError::LimitExceeded("a compressed stream inflates beyond the size limit".into());
     }
-    PdfError::Malformed(text)
+    PdfError::Malformed(format!("its structure cannot be read ({text})"))
 }
 
 /// A page with the resources it inherits.
@@ -258,7 +261,7 @@ fn extract_inner(bytes: &[u8], limits: &Limits) -> Result<Extraction, PdfError> 
     let mut page_errors = Vec::new();
     let mut total_chars = 0usize;
     for (index, page) in pages.iter().enumerate() {
-        interp.placed.clear();
+        interp.start_page();
         let errors_before = interp.stream_errors;
         let resources: Option<&Dictionary> = match (&page.inline_resources, page.resources) {
             (Some(d), _) => Some(d),
@@ -309,8 +312,15 @@ fn extract_inner(bytes: &[u8], limits: &Limits) -> Result<Extraction, PdfError> 
         if pages.is_empty() {
             return Err(PdfError::Malformed("it has no pages".into()));
         }
-        if !page_errors.is_empty() && page_errors.len() == pages.len() {
+        let failed: HashSet<usize> = page_errors.iter().map(|(i, _)| *i).collect();
+        if failed.len() == pages.len() {
             return Err(PdfError::Malformed(page_errors[0].1.clone()));
+        }
+        if interp.fontless_strings > 0 {
+            // Text is drawn, but with fonts that cannot be read: damage, not a scan.
+            return Err(PdfError::Malformed(
+                "its text uses fonts that are missing or broken (the file may be truncated)".into(),
+            ));
         }
         return Err(PdfError::NoText { pages: pages.len() });
     }
@@ -341,18 +351,35 @@ fn page_content(
         other => vec![other],
     };
     let mut out = Vec::new();
+    let (mut read, mut lost) = (0usize, 0usize);
     for r in refs.into_iter().take(10_000) {
-        let Ok((_, obj)) = doc.dereference(r) else { continue };
-        if let Ok(stream) = obj.as_stream() {
-            match interp.stream_content(stream) {
-                Ok(data) => {
-                    out.extend_from_slice(&data);
-                    out.push(b'\n');
-                }
-                Err(interp::PageError::Other(_)) => continue,
-                Err(e) => return Err(e),
-            }
+        if matches!(r, Object::Null) {
+            continue; // no content
         }
+        let stream = doc.dereference(r).ok().and_then(|(_, obj)| obj.as_stream().ok());
+        let Some(stream) = stream else {
+            lost += 1; // missing (e.g. a truncated file) or not a stream
+            continue;
+        };
+        match interp.stream_content(stream) {
+            // Bytes that decode to nothing: a filter failed (lopdf then yields nothing).
+            Ok(data) if data.is_empty() && !stream.content.is_empty() => lost += 1,
+            Ok(data) => {
+                out.extend_from_slice(&data);
+                out.push(b'\n');
+                read += 1;
+            }
+            Err(interp::PageError::Other(_)) => lost += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    if lost > 0 && read == 0 {
+        return Err(interp::PageError::Other(
+            "its content stream is missing or cannot be decoded (the file may be truncated)".into(),
+        ));
+    }
+    if lost > 0 {
+        interp.stream_errors += 1; // reported as damaged content, with the text that was read
     }
     Ok(out)
 }

@@ -100,6 +100,7 @@ pub struct QueueSettings {
     pub serializer: Serializer,
     pub job_expires_secs: u64,
     pub max_jobs: usize,
+    pub per_user_active_jobs: u32,
     pub poll_interval_ms: u64,
     pub job_timeout_secs: u64,
     pub lease_secs: u64,

@@ -118,11 +118,13 @@ pub struct NewDocument<'a> {
     pub batch_id: Option<Uuid>,
 }
 
-/// Inserts the document and its `queued` job row.
+/// Inserts the document and its `queued` job row. `managed`: doculearn
+/// enqueues the job (else the caller's own arq client does).
 pub async fn insert_document(
     conn: &mut sqlx::PgConnection,
     doc: &NewDocument<'_>,
     job_id: &str,
+    managed: bool,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO documents (id, owner_id, name, content_type, size_bytes, sha256, content, source_url, batch_id) \
@@ -140,13 +142,14 @@ pub async fn insert_document(
     .execute(&mut *conn)
     .await?;
     sqlx::query(
-        "INSERT INTO job_progress (job_id, document_id, user_id, batch_id, stage, progress, message) \
-         VALUES ($1, $2, $3, $4, 'queued', 0.0, 'Document processing queued')",
+        "INSERT INTO job_progress (job_id, document_id, user_id, batch_id, stage, progress, message, managed) \
+         VALUES ($1, $2, $3, $4, 'queued', 0.0, 'Document processing queued', $5)",
     )
     .bind(job_id)
     .bind(doc.id)
     .bind(doc.owner_id)
     .bind(doc.batch_id)
+    .bind(managed)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -391,15 +394,18 @@ pub struct IdleJob {
     pub document_id: Option<Uuid>,
     pub batch_id: Option<Uuid>,
     pub document_name: Option<String>,
+    /// Ever put into Redis (held jobs and jobs a caller has yet to enqueue are not).
+    pub enqueued: bool,
 }
 
 /// Unfinished jobs whose last event is older than `min_idle`, longest idle first.
 pub async fn idle_jobs(pool: &PgPool, min_idle: std::time::Duration) -> Result<Vec<IdleJob>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT j.job_id, j.stage, j.attempt, j.progress, EXTRACT(EPOCH FROM (now() - j.last_update))::float8 AS idle, \
-                j.user_id, j.document_id, j.batch_id, d.name \
+                j.user_id, j.document_id, j.batch_id, d.name, j.enqueued_at IS NOT NULL AS enqueued \
          FROM job_progress j LEFT JOIN documents d ON d.id = j.document_id \
-         WHERE j.stage NOT IN ('completed', 'failed') AND j.last_update < now() - make_interval(secs => $1) \
+         WHERE j.stage NOT IN ('completed', 'failed') AND j.document_id IS NOT NULL \
+           AND j.last_update < now() - make_interval(secs => $1) \
          ORDER BY j.last_update LIMIT 1000",
     )
     .bind(min_idle.as_secs_f64())
@@ -417,6 +423,7 @@ pub async fn idle_jobs(pool: &PgPool, min_idle: std::time::Duration) -> Result<V
                 document_id: r.try_get("document_id")?,
                 batch_id: r.try_get("batch_id")?,
                 document_name: r.try_get("name")?,
+                enqueued: r.try_get("enqueued")?,
             })
         })
         .collect()
@@ -493,7 +500,7 @@ pub struct JobStart {
 pub async fn begin_attempt(pool: &PgPool, job_id: &str) -> Result<Option<JobStart>, sqlx::Error> {
     let row = sqlx::query(
         "UPDATE job_progress j SET attempt = j.attempt + 1, started_at = now(), last_update = now(), \
-         error = NULL, failed_stage = NULL, completed_at = NULL \
+         error = NULL, failed_stage = NULL, completed_at = NULL, enqueued_at = COALESCE(j.enqueued_at, now()) \
          FROM job_progress old LEFT JOIN documents d ON d.id = old.document_id \
          WHERE j.job_id = $1 AND old.id = j.id \
          RETURNING j.attempt, j.user_id, j.document_id, j.batch_id, d.name, old.stage AS previous_stage",
@@ -633,7 +640,7 @@ pub async fn lock_attempt(conn: &mut sqlx::PgConnection, job_id: &str, attempt: 
 pub async fn requeue(pool: &PgPool, owner: Uuid, job_id: &str) -> Result<Option<i32>, sqlx::Error> {
     sqlx::query_scalar(
         "UPDATE job_progress SET stage = 'queued', progress = 0, error = NULL, failed_stage = NULL, \
-         completed_at = NULL, last_update = now() \
+         completed_at = NULL, last_update = now(), enqueued_at = now() \
          WHERE job_id = $1 AND user_id = $2 AND stage IN ('failed', 'completed') RETURNING attempt",
     )
     .bind(job_id)

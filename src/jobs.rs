@@ -47,12 +47,36 @@ pub async fn arq_finish(
         &services.stats.failed
     };
     counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    crate::metrics::job_outcome(if success { "completed" } else { "failed" });
     let keep_ms = (services.settings.queue.keep_result_secs * 1000) as i64;
-    if let Err(e) = services.queue.finish(&claimed.job_id, &result, keep_ms).await {
+    let finished = services.queue.finish(&claimed.job_id, &result, keep_ms).await;
+    release_held(services, job);
+    if let Err(e) = finished {
         // The lease runs out and the job is claimed again; the re-run sees the
         // terminal state in Postgres and only writes this result.
         tracing::error!(job_id = %claimed.job_id, error = %e, "cannot store the job result in redis");
     }
+}
+
+/// A document job ended: let the user's next held job into the queue.
+fn release_held(services: &Services, job: Option<&JobDef>) {
+    if services.settings.queue.per_user_active_jobs == 0 {
+        return;
+    }
+    let Some(user) = job
+        .filter(|j| j.function == PROCESS_DOCUMENT)
+        .and_then(|j| j.args.get(1))
+        .and_then(PyValue::as_str)
+        .and_then(|u| uuid::Uuid::parse_str(u).ok())
+    else {
+        return;
+    };
+    let Some(services) = services.myself() else { return };
+    tokio::spawn(async move {
+        if let Err(e) = crate::fairness::feed_user(&services, user).await {
+            tracing::warn!(user_id = %user, error = %e, "cannot release held jobs; the watchdog will");
+        }
+    });
 }
 
 /// Hands a job back to the queue for a later try, `defer` from now.
@@ -61,6 +85,7 @@ pub async fn arq_retry(services: &Services, claimed: &Claimed, defer: Duration) 
         .stats
         .retried
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    crate::metrics::job_outcome("retried");
     if let Err(e) = services.queue.retry(&claimed.job_id, defer.as_millis() as i64).await {
         tracing::error!(job_id = %claimed.job_id, error = %e, "cannot hand the job back; its lease will expire instead");
     }
@@ -118,6 +143,7 @@ pub async fn fail_without_actor(
     exception: PyValue,
 ) {
     let start_ms = now_ms();
+    crate::metrics::job_error(Stage::Queued, "rejected");
     record_failure(services, &claimed.job_id, reason).await;
     tracing::warn!(job_id = %claimed.job_id, reason, "job failed before it ran");
     arq_finish(services, claimed, job, start_ms, false, exception).await;

@@ -4,11 +4,15 @@
 //! - [`config`] — typed settings (default.toml < `--config` < `DOCULEARN_*`)
 //! - [`domain`] — job ids, stages and the progress event every channel carries
 //! - [`db`] — all SQL; worker writes fenced by attempt
+//! - [`analytics`] — per-stage processing statistics from the history table
 //! - [`arq`] — arq 0.28's wire format and queue protocol in Redis
+//! - [`batches`] — documents uploaded together and their aggregated progress
 //! - [`progress`] — numbering, storing and publishing progress events
 //! - [`pipeline`] — the stages (download, extract, chunk, embed, store) as plain functions
 //! - [`actors`] — the ractor supervision tree that runs jobs and feeds sockets
+//! - [`fairness`] — holding back one user's surplus jobs so every user's work moves
 //! - [`jobs`] — ending a job on both records (Postgres and the arq result)
+//! - [`metrics`] — Prometheus metrics (no per-user labels)
 //! - [`recovery`] — the stall watchdog's and the reconciler's logic (Postgres vs Redis)
 //! - [`http`] — the API, the WebSocket, health
 //! - [`startup`] — building, running and draining the daemon
@@ -16,12 +20,16 @@
 //! - [`telemetry`] — logging
 
 pub mod actors;
+pub mod analytics;
 pub mod arq;
+pub mod batches;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod fairness;
 pub mod http;
 pub mod jobs;
+pub mod metrics;
 pub mod pipeline;
 pub mod progress;
 pub mod recovery;

@@ -77,6 +77,8 @@ pub struct Reporter {
     last_progress: f64,
     last_stage: Stage,
     last_emit: Option<Instant>,
+    /// When the current stage's first event went out (stage durations).
+    stage_started: Instant,
     min_interval: Duration,
 }
 
@@ -105,6 +107,7 @@ impl Reporter {
             last_progress: 0.0,
             last_stage: Stage::Queued,
             last_emit: None,
+            stage_started: Instant::now(),
             min_interval,
         }
     }
@@ -220,6 +223,13 @@ impl Reporter {
         let seq = db::record_event(&self.db, &record)
             .await?
             .ok_or(ProgressError::Fenced(self.attempt))?;
+        let previous_stage = self.last_stage;
+        if stage != previous_stage {
+            if Stage::PIPELINE.contains(&previous_stage) {
+                crate::metrics::stage_duration(previous_stage, self.stage_started.elapsed().as_secs_f64());
+            }
+            self.stage_started = Instant::now();
+        }
         self.last_progress = progress;
         self.last_stage = stage;
         self.last_emit = Some(Instant::now());
@@ -239,6 +249,14 @@ impl Reporter {
             document_name: self.document_name.clone(),
         };
         self.publisher.publish(self.user_id, &event).await;
+        // A batch moves when one of its documents changes stage or ends.
+        if let Some(batch) = self.batch_id {
+            if stage != previous_stage || stage.is_terminal() {
+                if let Err(e) = crate::batches::refresh(&self.db, &self.publisher, batch).await {
+                    tracing::warn!(batch_id = %batch, error = %e, "cannot update the batch's progress");
+                }
+            }
+        }
         Ok(event)
     }
 }

@@ -97,7 +97,8 @@ pub async fn recover(services: &Services, dry_run: bool) -> anyhow::Result<Vec<A
         let stage = Stage::parse(&job.stage).unwrap_or(Stage::Queued);
         let idle = Duration::from_secs_f64(job.idle_secs.max(0.0));
         let view = redis_view(services, &job.job_id).await?;
-        let lost = !view.queued && !view.running && !view.has_result;
+        // Held jobs (fairness) and jobs a caller has yet to enqueue were never in Redis.
+        let lost = job.enqueued && !view.queued && !view.running && !view.has_result;
         let planned = match stage.is_terminal() {
             true => None,
             false if view.running => match w.budget(stage) {
@@ -211,6 +212,9 @@ async fn record(
         document_name: job.document_name.clone(),
     };
     services.publisher.publish(job.user_id, &event).await;
+    if let Some(batch) = job.batch_id {
+        crate::batches::refresh(&services.db, &services.publisher, batch).await?;
+    }
     Ok(())
 }
 
@@ -268,6 +272,7 @@ async fn fail_stalled(
         return Ok(false);
     };
     publish_stop(services, &job.job_id, view.job_try).await;
+    crate::metrics::job_error(stage, "stalled");
     let message = format!("Processing failed in {stage}: {reason}");
     record(
         services,

@@ -30,6 +30,8 @@ pub struct Services {
     pub limits: Limits,
     pub faults: Faults,
     pub stats: Stats,
+    /// This very value, for tasks spawned from code that only has `&Services`.
+    pub me: std::sync::Weak<Services>,
 }
 
 /// Job outcome counters of this process (arq's health-check line shows them).
@@ -41,6 +43,11 @@ pub struct Stats {
 }
 
 impl Services {
+    /// An owning handle on these services (for spawned tasks).
+    pub fn myself(&self) -> Option<Arc<Services>> {
+        self.me.upgrade()
+    }
+
     pub fn min_event_interval(&self) -> Duration {
         Duration::from_millis(self.settings.progress.min_event_interval_ms)
     }

@@ -89,7 +89,8 @@ impl Application {
         } else {
             None
         };
-        let services = Arc::new(Services {
+        let services = Arc::new_cyclic(|me| Services {
+            me: me.clone(),
             queue: ArqQueue::new(redis.clone(), &settings.queue),
             publisher: Publisher::new(redis.clone(), settings.progress.channel.clone()),
             limits: Limits::from_settings(&settings.pipeline),
@@ -119,6 +120,7 @@ impl Application {
             draining: Arc::new(AtomicBool::new(false)),
             shutdown: CancellationToken::new(),
             socket_ids: Arc::new(AtomicU64::new(1)),
+            metrics: crate::metrics::install(),
         };
         let listener = TcpListener::bind(settings.http.listen)
             .await
@@ -152,6 +154,7 @@ impl Application {
             axum::Router::new()
                 .route("/healthz", axum::routing::get(http::health::healthz))
                 .route("/readyz", axum::routing::get(http::health::readyz))
+                .route("/metrics", axum::routing::get(http::health::metrics))
                 .with_state(state.clone())
         } else {
             http::router(state.clone())

@@ -141,10 +141,23 @@ impl Actor for DocumentActor {
         let deadline = state.args.deadline;
         let services = state.args.services.clone();
         services.faults.maybe_panic(step.stage(), &state.args.claimed.job_id);
+        let span = tracing::info_span!(
+            "job",
+            job_id = %state.args.claimed.job_id,
+            document_id = tracing::field::Empty,
+            stage = %step.stage(),
+            attempt = tracing::field::Empty,
+        );
+        if let Some(r) = &state.reporter {
+            span.record("attempt", r.attempt);
+            if let Some(d) = r.document_id {
+                span.record("document_id", tracing::field::display(d));
+            }
+        }
         let outcome = tokio::select! {
             biased;
             _ = cancel.cancelled() => Err(StageError::Cancelled),
-            r = tokio::time::timeout_at(deadline, run_step(state)) => match r {
+            r = tokio::time::timeout_at(deadline, tracing::Instrument::instrument(run_step(state), span)) => match r {
                 Ok(r) => r,
                 Err(_) => Err(StageError::TimedOut(services.settings.queue.job_timeout())),
             },
@@ -397,7 +410,10 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
             for piece in texts.chunks(batch) {
                 let mut tries = 0u32;
                 let out = loop {
-                    match s.embedder.embed(piece).await {
+                    let started = std::time::Instant::now();
+                    let answer = s.embedder.embed(piece).await;
+                    crate::metrics::embedding(provider_label(s), started.elapsed().as_secs_f64(), piece.len());
+                    match answer {
                         Ok(out) => break out,
                         Err(EmbedError::Permanent(reason)) => return Err(StageError::Permanent(reason)),
                         Err(EmbedError::Transient { reason, retry_after }) => {
@@ -493,6 +509,15 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
     }
 }
 
+fn provider_label(s: &Services) -> &'static str {
+    match s.settings.embedding.provider {
+        crate::config::Provider::Local => "local",
+        crate::config::Provider::Openai => "openai",
+        crate::config::Provider::Ollama => "ollama",
+        crate::config::Provider::Hash => "hash",
+    }
+}
+
 fn reporter(state: &mut DocumentState) -> &mut Reporter {
     state.reporter.as_mut().expect("begin created the reporter")
 }
@@ -543,6 +568,13 @@ async fn conclude_error(state: &mut DocumentState, stage: Stage, error: StageErr
     let job_id = claimed.job_id.clone();
     let max_tries = s.settings.queue.max_tries as i64;
 
+    let error_type = match &error {
+        StageError::Permanent(_) => "invalid_input",
+        StageError::Transient { .. } => "dependency",
+        StageError::TimedOut(_) => "timeout",
+        StageError::Cancelled => "cancelled",
+        StageError::Fenced => "fenced",
+    };
     let (reason, exception) = match error {
         StageError::Fenced => {
             tracing::warn!(job_id = %job_id, "a newer attempt owns this job; this attempt stops without writing");
@@ -581,6 +613,7 @@ async fn conclude_error(state: &mut DocumentState, stage: Stage, error: StageErr
         ),
     };
     tracing::warn!(job_id = %job_id, %stage, reason = %reason, "job failed");
+    crate::metrics::job_error(stage, error_type);
     if let Some(r) = state.reporter.as_mut() {
         match r.failed(stage, &reason).await {
             Ok(_) => {}

@@ -29,6 +29,7 @@ pub struct PollerState {
     args: PollerArgs,
     last_health: Option<Instant>,
     last_abort_check: Instant,
+    last_depth: Instant,
     failures: u32,
 }
 
@@ -50,6 +51,7 @@ impl Actor for QueuePoller {
             args,
             last_health: None,
             last_abort_check: Instant::now(),
+            last_depth: Instant::now() - Duration::from_secs(2),
             failures: 0,
         })
     }
@@ -94,6 +96,13 @@ impl Actor for QueuePoller {
             }
         }
 
+        crate::metrics::active_jobs(running);
+        if state.last_depth.elapsed() >= Duration::from_secs(1) {
+            state.last_depth = Instant::now();
+            if let Ok(depth) = services.queue.depth().await {
+                crate::metrics::queue_depth(depth);
+            }
+        }
         if running > 0 && state.last_abort_check.elapsed() >= ABORT_CHECK_EVERY {
             state.last_abort_check = Instant::now();
             if let Ok(ids) = services.queue.abort_requested().await {

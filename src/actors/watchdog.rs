@@ -1,5 +1,7 @@
 //! The `Watchdog`: on a timer (`watchdog.interval_secs`) it runs the stall
-//! check and the Redis reconciler (`recovery::recover`). Failures to reach
+//! check and the Redis reconciler (`recovery::recover`), and releases jobs
+//! held back for fairness whose owners have room (a safety net; finishing
+//! jobs release them at once). Failures to reach
 //! Postgres or Redis are logged and tried again on the next tick; only a bug
 //! (a panic) crashes it, and the supervisor restarts it with backoff.
 
@@ -67,6 +69,11 @@ impl Actor for Watchdog {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "watchdog pass failed; trying again next tick"),
+        }
+        if state.services.settings.queue.per_user_active_jobs > 0 {
+            if let Err(e) = crate::fairness::feed_all(&state.services).await {
+                tracing::warn!(error = %e, "cannot release held jobs; trying again next tick");
+            }
         }
         Ok(())
     }

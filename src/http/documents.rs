@@ -13,10 +13,8 @@ use uuid::Uuid;
 use super::auth::AuthUser;
 use super::error::ApiError;
 use super::AppState;
-use crate::arq::{now_ms, JobDef, PyValue};
 use crate::db::{self, EventRecord, NewDocument};
 use crate::domain::{job_id_for, EventType, ProgressEvent, Stage};
-use crate::jobs::PROCESS_DOCUMENT;
 
 /// A file name safe to store and show: no path, no control characters, at
 /// most 255 characters.
@@ -118,7 +116,7 @@ pub async fn accept(state: &AppState, owner: Uuid, incoming: Incoming<'_>) -> Re
     let details = json!({});
     let timestamp = chrono::Utc::now();
     let mut tx = s.db.begin().await?;
-    db::insert_document(&mut tx, &doc, &job_id).await?;
+    db::insert_document(&mut tx, &doc, &job_id, enqueue).await?;
     let seq = db::record_event(
         &mut *tx,
         &EventRecord {
@@ -138,30 +136,20 @@ pub async fn accept(state: &AppState, owner: Uuid, incoming: Incoming<'_>) -> Re
     .ok_or_else(|| anyhow::anyhow!("new job row not found"))?;
     tx.commit().await?;
 
-    let job = JobDef {
-        job_try: None,
-        function: PROCESS_DOCUMENT.into(),
-        args: vec![PyValue::Str(id.to_string()), PyValue::Str(owner.to_string())],
-        kwargs: vec![],
-        enqueue_time_ms: now_ms(),
-    };
-    let expires_ms = (s.settings.queue.job_expires_secs * 1000) as i64;
-    let enqueued = if enqueue {
-        s.queue.enqueue(&job_id, &job, 0, Some(expires_ms)).await
-    } else {
-        // The caller's backend enqueues `doc:{id}` itself (arq's enqueue_job).
-        Ok(true)
-    };
-    match enqueued {
-        Ok(true) => {}
-        Ok(false) => {
-            // A fresh UUID cannot collide; if it somehow did, do not lose the upload silently.
-            db::delete_document(&s.db, owner, id).await?;
-            return Err(ApiError::Conflict(format!("job {job_id} already exists")));
-        }
-        Err(e) => {
-            let _ = db::delete_document(&s.db, owner, id).await;
-            return Err(e.into());
+    if enqueue {
+        match crate::fairness::admit(s, owner, &job_id, id).await {
+            Ok(admission) => {
+                if admission == crate::fairness::Admission::Held {
+                    tracing::info!(job_id = %job_id, user_id = %owner, "job held back for fairness");
+                }
+            }
+            Err(e) => {
+                tracing::error!(job_id = %job_id, error = %e, "cannot enqueue");
+                let _ = db::delete_document(&s.db, owner, id).await;
+                return Err(ApiError::Unavailable(
+                    "the job queue is unavailable; try again shortly".into(),
+                ));
+            }
         }
     }
     let event = ProgressEvent {

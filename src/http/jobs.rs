@@ -244,6 +244,9 @@ pub async fn external_progress(
         document_name: job.document_name,
     };
     s.publisher.publish(job.user_id, &event).await;
+    if let Some(batch) = job.batch_id {
+        crate::batches::refresh(&s.db, &s.publisher, batch).await?;
+    }
     Ok(Json(json!({ "status": "ok", "seq": seq })))
 }
 

@@ -2,7 +2,9 @@
 //! module per resource.
 
 pub mod admin;
+pub mod analytics;
 pub mod auth;
+pub mod batches;
 pub mod documents;
 pub mod error;
 pub mod health;
@@ -36,6 +38,7 @@ pub struct AppState {
     /// Cancelled when shutdown begins: sockets close with 1001.
     pub shutdown: CancellationToken,
     pub socket_ids: ws::SocketIds,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -49,6 +52,11 @@ pub fn router(state: AppState) -> Router {
                 .get(documents::list),
         )
         .route("/documents/{id}", get(documents::get).delete(documents::delete))
+        .route(
+            "/batches",
+            post(batches::create).layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/batches/{id}", get(batches::get))
         .route("/jobs/progress", post(jobs::external_progress))
         .route("/jobs/{job_id}", get(jobs::get))
         .route("/jobs/{job_id}/history", get(jobs::history))
@@ -57,10 +65,12 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/jobs", get(admin::jobs))
         .route("/admin/jobs/recover-stalled", post(admin::recover_stalled))
         .route("/search", post(search::search))
+        .route("/analytics/processing", get(analytics::processing))
         .route("/ws/{user_id}", get(ws::handler));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
         .nest("/api/v1", api)
         .layer(DefaultBodyLimit::max(1024 * 1024))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {

@@ -133,6 +133,8 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
         return;
     }
     tracing::debug!(user_id = %user.user_id, socket = socket_id, "socket opened");
+    crate::metrics::socket_opened();
+    let opened = std::time::Instant::now();
 
     let shutdown = state.shutdown.clone();
     let expires_in = Duration::from_secs((user.exp - chrono::Utc::now().timestamp()).max(0) as u64);
@@ -146,6 +148,7 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
                         if sink.send(Message::Text((&*text).into())).await.is_err() {
                             break;
                         }
+                        crate::metrics::socket_sent();
                     }
                     Some(Outgoing::Close { code, reason }) => {
                         let _ = sink.send(close(code, &reason)).await;
@@ -249,6 +252,7 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
         user_id: user.user_id,
         socket_id,
     });
+    crate::metrics::socket_closed(opened.elapsed().as_secs_f64());
     tracing::debug!(user_id = %user.user_id, socket = socket_id, "socket closed");
 }
 
@@ -293,6 +297,7 @@ async fn handle_text(state: &AppState, user: Uuid, text: &str) -> Result<Vec<Str
         ClientMessage::TextPing => Ok(vec!["pong".to_string()]),
         ClientMessage::Ping {} => Ok(vec![json!({ "type": "pong" }).to_string()]),
         ClientMessage::Resume { after } => {
+            crate::metrics::socket_resumed();
             let mut out = Vec::new();
             for (job_id, seq) in after {
                 // Other users' jobs look exactly like unknown ones.

@@ -9,7 +9,7 @@ use serde::Serialize;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct StageStats {
     pub stage: String,
     /// Spans measured (job attempts that left the stage).
@@ -24,7 +24,7 @@ pub struct StageStats {
     pub error_rate: f64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ContentTypeStats {
     pub content_type: String,
     pub stages: Vec<StageStats>,

@@ -41,7 +41,7 @@ pub async fn create(conn: &mut sqlx::PgConnection, id: Uuid, owner: Uuid, total:
 }
 
 /// The batch as its owner sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BatchView {
     pub batch_id: Uuid,
     pub job_id: String,
@@ -56,7 +56,7 @@ pub struct BatchView {
     pub documents: Vec<BatchDocument>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BatchDocument {
     pub document_id: Uuid,
     pub job_id: String,

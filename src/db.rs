@@ -50,7 +50,7 @@ pub async fn connect(url: &str, max_connections: u32, create_if_missing: bool) -
 // ---------------------------------------------------------------- documents
 
 /// A document as its owner sees it, with its job's state.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DocumentView {
     pub id: Uuid,
     pub name: String,
@@ -279,7 +279,7 @@ pub async fn set_detected_type(pool: &PgPool, id: Uuid, detected: &str, pages: O
 // ---------------------------------------------------------------- jobs
 
 /// The job row as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobView {
     pub job_id: String,
     pub document_id: Option<Uuid>,
@@ -287,6 +287,7 @@ pub struct JobView {
     pub stage: String,
     pub progress: f64,
     pub message: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub details: Option<serde_json::Value>,
     pub error: Option<String>,
     pub failed_stage: Option<String>,
@@ -442,7 +443,7 @@ pub async fn bump_attempt_if(pool: &PgPool, job_id: &str, seen: i32) -> Result<O
 }
 
 /// A job as an operator sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AdminJob {
     pub job_id: String,
     pub user_id: Uuid,
@@ -749,7 +750,7 @@ pub async fn ensure_vector_index(pool: &PgPool, model_id: i32, dimension: usize)
 }
 
 /// One search hit.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SearchHit {
     pub document_id: Uuid,
     pub document_name: String,

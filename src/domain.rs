@@ -16,7 +16,7 @@ pub fn document_id_of(job_id: &str) -> Option<Uuid> {
 }
 
 /// Where a job is. Order matters: the UI ticks stages up to the current one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     Queued,
@@ -79,7 +79,7 @@ impl std::fmt::Display for Stage {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventType {
     JobQueued,
@@ -114,7 +114,7 @@ impl EventType {
 
 /// One progress event, exactly as `spec/contract.md` shows it. Every channel
 /// (history table, Redis, WebSocket, HTTP) carries this same JSON.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProgressEvent {
     #[serde(rename = "type")]
     pub kind: EventType,
@@ -124,11 +124,14 @@ pub struct ProgressEvent {
     pub stage: Stage,
     pub progress: f64,
     pub message: String,
+    /// Stage-specific numbers (chunk i of n, pages, batch counts…).
+    #[schema(value_type = Object)]
     pub details: serde_json::Value,
     pub error: Option<String>,
     pub seq: i64,
     pub attempt: i32,
     #[serde(with = "millis_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub timestamp: DateTime<Utc>,
     pub document_name: Option<String>,
 }

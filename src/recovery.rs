@@ -28,7 +28,7 @@ use crate::jobs::{self, PROCESS_DOCUMENT};
 use crate::services::Services;
 
 /// What recovery did (or, in a dry run, would do) to one job.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Action {
     pub job_id: String,
     pub stage: String,

@@ -29,6 +29,15 @@ pub struct RecoverQuery {
 /// `POST /api/v1/admin/jobs/recover-stalled[?dry_run=true]`: runs the stall
 /// watchdog and reconciler now; answers each job with the action taken (or,
 /// in a dry run, that would be taken).
+#[utoipa::path(post, path = "/api/v1/admin/jobs/recover-stalled", operation_id = "admin_recover_stalled", tag = "admin",
+    params(("dry_run" = Option<bool>, Query, description = "list what would be done")),
+    responses(
+        (status = 400, description = "Malformed path, query or body", body = crate::http::openapi::ErrorBody),
+        (status = 200, description = "Jobs and actions", body = crate::http::openapi::Recovery),
+        (status = 401, description = "No valid token", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn recover_stalled(
     State(state): State<AppState>,
     user: AuthUser,
@@ -47,6 +56,15 @@ pub struct JobsQuery {
 }
 
 /// `GET /api/v1/admin/jobs?stage=…`: jobs across users, newest first.
+#[utoipa::path(get, path = "/api/v1/admin/jobs", operation_id = "admin_jobs", tag = "admin",
+    params(("stage" = Option<String>, Query, description = "only jobs in this stage"), ("limit" = Option<i64>, Query, description = "1–1000")),
+    responses(
+        (status = 400, description = "Malformed path, query or body", body = crate::http::openapi::ErrorBody),
+        (status = 200, description = "Jobs across users", body = crate::http::openapi::AdminJobs),
+        (status = 401, description = "No valid token", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn jobs(
     State(state): State<AppState>,
     user: AuthUser,

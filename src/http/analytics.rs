@@ -17,6 +17,15 @@ pub struct AnalyticsQuery {
     user_id: Option<Uuid>,
 }
 
+#[utoipa::path(get, path = "/api/v1/analytics/processing", operation_id = "analytics_processing", tag = "analytics",
+    params(("user_id" = Option<Uuid>, Query, description = "admin: one user's jobs (default: everyone's)")),
+    responses(
+        (status = 400, description = "Malformed path, query or body", body = crate::http::openapi::ErrorBody),
+        (status = 200, description = "Per-stage statistics", body = crate::http::openapi::Analytics),
+        (status = 401, description = "No valid token", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "Another user's id (non-admin)", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn processing(
     State(state): State<AppState>,
     user: AuthUser,

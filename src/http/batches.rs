@@ -16,6 +16,16 @@ use crate::batches;
 /// Most files one batch may hold.
 pub const MAX_BATCH_FILES: usize = 1000;
 
+#[utoipa::path(post, path = "/api/v1/batches", operation_id = "batches_create", tag = "batches",
+    request_body(content = crate::http::openapi::UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 202, description = "Batch accepted", body = crate::http::openapi::BatchAccepted),
+        (status = 400, description = "No file, or too many", body = crate::http::openapi::ErrorBody),
+        (status = 401, description = "No valid token", body = crate::http::openapi::ErrorBody),
+        (status = 413, description = "A file is too large", body = crate::http::openapi::ErrorBody),
+        (status = 429, description = "Too many uploads this minute", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     user: AuthUser,
@@ -63,6 +73,15 @@ pub async fn create(
     ))
 }
 
+#[utoipa::path(get, path = "/api/v1/batches/{id}", operation_id = "batches_get", tag = "batches",
+    params(("id" = String, Path, description = "Batch id")),
+    responses(
+        (status = 400, description = "Malformed path, query or body", body = crate::http::openapi::ErrorBody),
+        (status = 200, description = "The batch", body = crate::batches::BatchView),
+        (status = 401, description = "No valid token", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "Not found (or not yours)", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     user: AuthUser,

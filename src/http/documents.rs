@@ -176,10 +176,14 @@ pub async fn accept(state: &AppState, owner: Uuid, incoming: Incoming<'_>) -> Re
     }
 }
 
-#[derive(Deserialize)]
+/// `{"url": "https://…"}`: a document to fetch.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UrlUpload {
+pub struct UrlUpload {
+    /// An http or https URL.
+    #[schema(pattern = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$", max_length = 4096)]
     url: String,
+    /// Display name (default: the URL's last path segment).
     name: Option<String>,
 }
 
@@ -244,6 +248,22 @@ pub struct UploadQuery {
 
 /// `POST /api/v1/documents`: 202 with `{document_id, job_id, status}` for one
 /// file or a URL, a JSON array of those for several files.
+#[utoipa::path(post, path = "/api/v1/documents", operation_id = "documents_upload", tag = "documents",
+    params(("enqueue" = Option<bool>, Query, description = "false: store only; the caller's arq client enqueues `doc:{id}`")),
+    request_body(content(
+        (crate::http::openapi::UploadForm = "multipart/form-data"),
+        (UrlUpload = "application/json"),
+    )),
+    responses(
+        (status = 202, description = "Accepted and queued", body = crate::http::openapi::UploadAccepted),
+        (status = 400, description = "Malformed request", body = crate::http::openapi::ErrorBody),
+        (status = 401, description = "No valid token", body = crate::http::openapi::ErrorBody),
+        (status = 413, description = "A file is above http.max_upload_bytes", body = crate::http::openapi::ErrorBody),
+        (status = 415, description = "Neither multipart nor JSON", body = crate::http::openapi::ErrorBody),
+        (status = 429, description = "Too many uploads this minute (Retry-After)", body = crate::http::openapi::ErrorBody),
+        (status = 503, description = "Queue or database unavailable", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn upload(
     State(state): State<AppState>,
     user: AuthUser,
@@ -319,6 +339,14 @@ pub struct ListQuery {
     limit: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/api/v1/documents", operation_id = "documents_list", tag = "documents",
+    params(("limit" = Option<i64>, Query, description = "1–1000, default 200")),
+    responses(
+        (status = 400, description = "Malformed path, query or body", body = crate::http::openapi::ErrorBody),
+        (status = 200, description = "The caller's documents, newest first", body = crate::http::openapi::DocumentList),
+        (status = 401, description = "No valid token", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,
@@ -333,6 +361,15 @@ fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("no such document".into()))
 }
 
+#[utoipa::path(get, path = "/api/v1/documents/{id}", operation_id = "documents_get", tag = "documents",
+    params(("id" = String, Path, description = "Document id")),
+    responses(
+        (status = 400, description = "Malformed path, query or body", body = crate::http::openapi::ErrorBody),
+        (status = 200, description = "The document and its job's state", body = crate::db::DocumentView),
+        (status = 401, description = "No valid token", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "Not found (or not yours)", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     user: AuthUser,
@@ -345,6 +382,15 @@ pub async fn get(
     Ok(Json(serde_json::to_value(doc).map_err(anyhow::Error::from)?))
 }
 
+#[utoipa::path(delete, path = "/api/v1/documents/{id}", operation_id = "documents_delete", tag = "documents",
+    params(("id" = String, Path, description = "Document id")),
+    responses(
+        (status = 400, description = "Malformed path, query or body", body = crate::http::openapi::ErrorBody),
+        (status = 204, description = "Deleted with its vectors"),
+        (status = 401, description = "No valid token", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "Not found (or not yours)", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
     user: AuthUser,

@@ -10,12 +10,19 @@ use serde_json::{json, Value};
 
 use super::AppState;
 
+#[utoipa::path(get, path = "/healthz", operation_id = "health_healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = crate::http::openapi::Alive)))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// Ready when the database and Redis answer, the actor tree runs and the
 /// process is not draining.
+#[utoipa::path(get, path = "/readyz", operation_id = "health_readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = crate::http::openapi::Readiness),
+        (status = 503, description = "Not ready (dependency down or draining)", body = crate::http::openapi::Readiness),
+    ))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let db_ok = sqlx::query("SELECT 1").execute(&state.services.db).await.is_ok();
     let mut con = state.services.redis.clone();
@@ -41,6 +48,8 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
 }
 
 /// `GET /metrics`: Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", operation_id = "health_metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
     (
         [(

@@ -22,6 +22,15 @@ fn not_found() -> ApiError {
     ApiError::NotFound("no such job".into())
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs/{job_id}", operation_id = "jobs_get", tag = "jobs",
+    params(("job_id" = String, Path, description = "`doc:{document_id}` or `batch:{batch_id}`"), ),
+    responses(
+        (status = 400, description = "Malformed path, query or body", body = crate::http::openapi::ErrorBody),
+        (status = 200, description = "Current stage, progress, attempt, error", body = crate::db::JobView),
+        (status = 401, description = "No valid token", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "Not found (or not yours)", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     user: AuthUser,
@@ -38,6 +47,15 @@ pub struct HistoryQuery {
     after: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs/{job_id}/history", operation_id = "jobs_history", tag = "jobs",
+    params(("job_id" = String, Path, description = "`doc:{document_id}` or `batch:{batch_id}`"), ("after" = Option<i64>, Query, description = "only events with a larger seq"),),
+    responses(
+        (status = 400, description = "Malformed path, query or body", body = crate::http::openapi::ErrorBody),
+        (status = 200, description = "Every stored event", body = crate::http::openapi::History),
+        (status = 401, description = "No valid token", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "Not found (or not yours)", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn history(
     State(state): State<AppState>,
     user: AuthUser,
@@ -51,6 +69,15 @@ pub async fn history(
 }
 
 /// `POST /api/v1/jobs/{job_id}/retry`: a failed document job runs again.
+#[utoipa::path(post, path = "/api/v1/jobs/{job_id}/retry", operation_id = "jobs_retry", tag = "jobs",
+    params(("job_id" = String, Path, description = "`doc:{document_id}` or `batch:{batch_id}`"), ),
+    responses(
+        (status = 400, description = "Malformed path, query or body", body = crate::http::openapi::ErrorBody),
+        (status = 202, description = "Queued again", body = crate::http::openapi::JobQueued), (status = 409, description = "Only a failed job can be retried", body = crate::http::openapi::ErrorBody),
+        (status = 401, description = "No valid token", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "Not found (or not yours)", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn retry(
     State(state): State<AppState>,
     user: AuthUser,
@@ -132,17 +159,21 @@ pub async fn retry(
 }
 
 /// Progress reported by an external worker (seed plan 1.6).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExternalProgress {
     job_id: String,
     document_id: Option<uuid::Uuid>,
     user_id: Option<uuid::Uuid>,
+    /// One of queued, downloading, extracting, chunking, embedding, storing, completed, failed.
     stage: String,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     progress: f64,
     #[serde(default)]
+    #[schema(max_length = 1000)]
     message: String,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     details: Option<Value>,
     #[serde(default)]
     error: Option<String>,
@@ -165,6 +196,16 @@ fn service_token_ok(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
 }
 
 /// `POST /api/v1/jobs/progress`: stored and broadcast like our own events.
+#[utoipa::path(post, path = "/api/v1/jobs/progress", operation_id = "jobs_external_progress", tag = "progress",
+    request_body = ExternalProgress,
+    responses(
+        (status = 415, description = "Wrong content type", body = crate::http::openapi::ErrorBody),
+        (status = 200, description = "Stored and broadcast", body = crate::http::openapi::ProgressAck),
+        (status = 400, description = "Invalid update", body = crate::http::openapi::ErrorBody),
+        (status = 401, description = "Not the service token", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No such job for that user", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn external_progress(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
@@ -254,6 +295,15 @@ pub const CANCELLED: &str = "cancelled";
 
 /// `POST /api/v1/jobs/{job_id}/cancel`: stops a queued or running job,
 /// wherever it runs (the owning instance sees `arq:abort` within half a second).
+#[utoipa::path(post, path = "/api/v1/jobs/{job_id}/cancel", operation_id = "jobs_cancel", tag = "jobs",
+    params(("job_id" = String, Path, description = "`doc:{document_id}` or `batch:{batch_id}`"), ),
+    responses(
+        (status = 400, description = "Malformed path, query or body", body = crate::http::openapi::ErrorBody),
+        (status = 200, description = "Cancelled", body = crate::http::openapi::CancelResult), (status = 202, description = "Cancelling (the worker has not confirmed yet)", body = crate::http::openapi::CancelResult), (status = 409, description = "The job has already ended", body = crate::http::openapi::ErrorBody),
+        (status = 401, description = "No valid token", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "Not found (or not yours)", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn cancel(
     State(state): State<AppState>,
     user: AuthUser,

@@ -13,16 +13,30 @@ use super::AppState;
 use crate::db;
 use crate::pipeline::embed::EmbedError;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
+    /// 1–2000 characters (not only spaces).
+    #[schema(min_length = 1, max_length = 2000, pattern = "\\S")]
     query: String,
-    k: Option<i64>,
+    /// 1–50, default 5.
+    #[schema(minimum = 1, maximum = 50, value_type = Option<i64>)]
+    k: Option<serde_json::Number>,
+    /// Only these documents.
     document_ids: Option<Vec<Uuid>>,
 }
 
 pub const MAX_QUERY_CHARS: usize = 2000;
 
+#[utoipa::path(post, path = "/api/v1/search", operation_id = "search_search", tag = "search",
+    request_body = SearchRequest,
+    responses(
+        (status = 415, description = "Wrong content type", body = crate::http::openapi::ErrorBody),
+        (status = 200, description = "The caller's best chunks", body = crate::http::openapi::SearchResults),
+        (status = 400, description = "Empty or too long query, bad k", body = crate::http::openapi::ErrorBody),
+        (status = 401, description = "No valid token", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn search(
     State(state): State<AppState>,
     user: AuthUser,
@@ -37,10 +51,14 @@ pub async fn search(
             "the query is longer than {MAX_QUERY_CHARS} characters"
         )));
     }
-    let k = req.k.unwrap_or(5);
-    if !(1..=50).contains(&k) {
-        return Err(ApiError::BadRequest("k must be between 1 and 50".into()));
-    }
+    // JSON's 5 and 5.0 are the same integer.
+    let k = match &req.k {
+        None => 5,
+        Some(n) => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && (1.0..=50.0).contains(&f) => f as i64,
+            _ => return Err(ApiError::BadRequest("k must be an integer between 1 and 50".into())),
+        },
+    };
     let s = &state.services;
     let mut vectors = s.embedder.embed(&[query.to_string()]).await.map_err(|e| match e {
         EmbedError::Transient { reason, .. } => ApiError::Unavailable(reason),

@@ -70,6 +70,15 @@ pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[Strin
     host.is_some_and(|h| !origin_host.is_empty() && h.eq_ignore_ascii_case(origin_host))
 }
 
+#[utoipa::path(get, path = "/api/v1/ws/{user_id}", operation_id = "ws_handler", tag = "progress",
+    description = "WebSocket upgrade. The server pushes the user's progress events (ProgressEvent JSON); the client may send `ping` (answered `pong`) or `{\"type\":\"resume\",\"after\":{\"<job_id>\": seq}}`. Token as `?token=` or `Sec-WebSocket-Protocol: bearer, <token>`.",
+    params(("user_id" = Uuid, Path, description = "must be the token's sub"), ("token" = Option<String>, Query, description = "bearer token")),
+    responses(
+        (status = 400, description = "Malformed path, query or body", body = crate::http::openapi::ErrorBody),
+        (status = 101, description = "Switching protocols"),
+        (status = 401, description = "No valid token", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Path user is not the token's user, or origin not allowed", body = crate::http::openapi::ErrorBody),
+    ))]
 pub async fn handler(
     ws: WebSocketUpgrade,
     Path(path_user): Path<String>,

@@ -1,0 +1,203 @@
+//! The OpenAPI 3.1 document of the HTTP API, generated from the handlers'
+//! `#[utoipa::path]` annotations and the response types' schemas, served at
+//! `GET /api/v1/openapi.json`.
+
+use axum::Json;
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use uuid::Uuid;
+
+use crate::analytics::{ContentTypeStats, StageStats};
+use crate::batches::{BatchDocument, BatchView};
+use crate::db::{AdminJob, DocumentView, JobView, SearchHit};
+use crate::domain::{EventType, ProgressEvent, Stage};
+use crate::recovery::Action;
+
+/// Every error: `{"error": {"code", "message"}}`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`,
+    /// `payload_too_large`, `unsupported_media_type`, `rate_limited`, `unavailable`, `internal`.
+    pub code: String,
+    pub message: String,
+}
+
+/// A document accepted for processing.
+#[derive(Serialize, ToSchema)]
+pub struct Accepted {
+    pub document_id: Uuid,
+    /// `doc:{document_id}`
+    pub job_id: String,
+    /// Always `queued`.
+    pub status: String,
+    /// Present (false) when the upload asked `?enqueue=false`.
+    pub enqueued: Option<bool>,
+}
+
+/// One file or a URL: one object; several files: an array, in upload order.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum UploadAccepted {
+    One(Accepted),
+    Many(Vec<Accepted>),
+}
+
+/// Multipart form: one or more parts with a filename.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct UploadForm {
+    #[schema(value_type = Vec<String>, format = Binary, min_items = 1)]
+    pub file: Vec<Vec<u8>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DocumentList {
+    pub documents: Vec<DocumentView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct History {
+    pub job_id: String,
+    pub events: Vec<ProgressEvent>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JobQueued {
+    pub job_id: String,
+    pub document_id: Uuid,
+    pub status: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CancelResult {
+    pub job_id: String,
+    /// `cancelled`, or `cancelling` when the worker has not confirmed yet.
+    pub status: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProgressAck {
+    pub status: String,
+    pub seq: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SearchResults {
+    pub query: String,
+    pub model: String,
+    pub results: Vec<SearchHit>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BatchAccepted {
+    pub batch_id: Uuid,
+    /// `batch:{batch_id}`: the batch's own progress job.
+    pub job_id: String,
+    pub total: i64,
+    pub status: String,
+    pub documents: Vec<Accepted>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Analytics {
+    /// The caller's user id, another user's (admin), or `all` (admin).
+    pub scope: String,
+    pub stages: Vec<StageStats>,
+    pub by_content_type: Vec<ContentTypeStats>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Recovery {
+    pub dry_run: bool,
+    pub actions: Vec<Action>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AdminJobs {
+    pub jobs: Vec<AdminJob>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Alive {
+    pub status: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    pub status: String,
+    pub database: bool,
+    pub redis: bool,
+    pub workers: bool,
+    pub draining: bool,
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "doculearn",
+        description = "Turns uploaded documents into searchable vectors and shows every user, live, how far each document has come. Progress also streams on `GET /api/v1/ws/{user_id}` (WebSocket).",
+    ),
+    paths(
+        super::documents::upload,
+        super::documents::list,
+        super::documents::get,
+        super::documents::delete,
+        super::batches::create,
+        super::batches::get,
+        super::jobs::get,
+        super::jobs::history,
+        super::jobs::retry,
+        super::jobs::cancel,
+        super::jobs::external_progress,
+        super::search::search,
+        super::analytics::processing,
+        super::admin::recover_stalled,
+        super::admin::jobs,
+        super::ws::handler,
+        super::health::healthz,
+        super::health::readyz,
+        super::health::metrics,
+    ),
+    components(schemas(
+        ErrorBody, ErrorDetail, Accepted, UploadAccepted, UploadForm, DocumentList, DocumentView, JobView,
+        History, ProgressEvent, EventType, Stage, JobQueued, CancelResult, ProgressAck, SearchResults, SearchHit,
+        BatchAccepted, BatchView, BatchDocument, Analytics, StageStats, ContentTypeStats, Recovery, Action,
+        AdminJobs, AdminJob, Alive, Readiness,
+        super::documents::UrlUpload, super::search::SearchRequest, super::jobs::ExternalProgress,
+    )),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "documents"), (name = "batches"), (name = "jobs"), (name = "search"),
+        (name = "analytics"), (name = "admin"), (name = "progress"), (name = "operations"),
+    )
+)]
+pub struct ApiDoc;
+
+/// `GET /api/v1/openapi.json`
+pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
+bash scripts/test-tools.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -40,6 +40,7 @@ pub struct HttpSettings {
     pub dev_mode: bool,
     pub uploads_per_minute: u32,
     pub allowed_origins: Vec<String>,
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -318,6 +319,14 @@ impl Settings {
                 ));
             }
             _ => {}
+        }
+        for p in &self.http.trusted_proxies {
+            if crate::http::proxy::Cidr::parse(p).is_none() {
+                return Err(invalid(
+                    "http.trusted_proxies",
+                    format!("“{p}” is not an address or CIDR range"),
+                ));
+            }
         }
         if self.websocket.max_sockets_per_user == 0 {
             return Err(invalid("websocket.max_sockets_per_user", "must be at least 1"));

@@ -162,9 +162,12 @@ impl Application {
         let stop = CancellationToken::new();
         let server_stop = stop.clone();
         let server = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { server_stop.cancelled().await })
-                .await
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { server_stop.cancelled().await })
+            .await
         });
 
         let supervisor_died = tokio::select! {

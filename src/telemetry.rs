@@ -25,7 +25,9 @@ pub fn init(settings: &LogSettings) {
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
-                    .with_target(false),
+                    .with_target(false)
+                    // Colours only for a terminal, not for log files and journals.
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
             )
             .try_init(),
     };

@@ -348,21 +348,156 @@ async fn analytics_agree_with_the_history_and_metrics_are_exposed() {
         assert!(!text.contains(&id), "a user id in a label");
     }
     assert!(!text.contains("doc:"), "a job id in a label");
-    // promtool (Debian's prometheus package) checks the exposition format when installed.
-    if let Ok(mut child) = std::process::Command::new("promtool")
+    // promtool (Debian's prometheus package; scripts/test-tools.sh installs it) checks the format.
+    let mut child = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-    {
-        std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        .expect("promtool (run scripts/test-tools.sh)");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The shipped nginx site in front of the daemon: an upload and a whole
+/// WebSocket progress session go through it, and the daemon sees the real
+/// client address from X-Forwarded-For because nginx is a trusted proxy.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shipped_nginx_site_proxies_uploads_and_progress_sockets() {
+    let d = Daemon::start(Opts::default().with("DOCULEARN_HTTP__TRUSTED_PROXIES", "[\"127.0.0.1/32\"]")).await;
+    let dir = std::env::temp_dir().join(format!("dl-nginx-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let site =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/nginx/doculearn.conf"))
+            .unwrap();
+    assert!(site.contains("server 127.0.0.1:8000;") && site.contains("listen 80;"));
+    let site = site
+        .replace("server 127.0.0.1:8000;", &format!("server {};", d.addr))
+        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
+        .replace("listen [::]:80;", "")
+        .replace("/var/log/nginx/", &format!("{}/", dir.display()));
+    std::fs::write(dir.join("site.conf"), site).unwrap();
+    let p = |n: &str| dir.join(n).display().to_string();
+    let conf = format!(
+        "daemon off;\npid {};\nerror_log {} info;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log {};\n  client_body_temp_path {};\n  proxy_temp_path {};\n  fastcgi_temp_path {};\n  uwsgi_temp_path {};\n  scgi_temp_path {};\n  include {};\n}}\n",
+        p("nginx.pid"), p("error.log"), p("access.log"), p("body"), p("proxy"), p("fastcgi"), p("uwsgi"), p("scgi"), p("site.conf")
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    /// Stops nginx however the test ends.
+    struct Nginx(std::process::Child);
+    impl Drop for Nginx {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
+    let _nginx = Nginx(
+        std::process::Command::new("nginx")
+            .args(["-c", &p("nginx.conf"), "-p", &dir.display().to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nginx (run scripts/test-tools.sh)"),
+    );
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "nginx did not start: {}",
+            std::fs::read_to_string(p("error.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let proxied = format!("127.0.0.1:{port}");
+    let user = Uuid::new_v4();
+    let token = d.token(user);
+    // The socket, through nginx, before the upload.
+    let (stream, _) = tokio_tungstenite::connect_async(format!("ws://{proxied}/api/v1/ws/{user}?token={token}"))
+        .await
+        .expect("ws via nginx");
+    let mut ws = Ws { stream };
+    ws.send_text("ping").await;
+    assert_eq!(ws.next_text(Duration::from_secs(5)).await.as_deref(), Some("pong"));
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(std::fs::read(corpus_file("gofpdf-tables.pdf")).unwrap())
+            .file_name("tables.pdf"),
+    );
+    let r = client()
+        .post(format!("http://{proxied}/api/v1/documents"))
+        .bearer_auth(&token)
+        .header("X-Forwarded-For", "203.0.113.9")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let v: Value = r.json().await.unwrap();
+    let job = v["job_id"].as_str().unwrap().to_string();
+    let events = ws
+        .collect_until_done(std::slice::from_ref(&job), Duration::from_secs(60))
+        .await;
+    let evs = &events[&job];
+    assert_eq!(evs.last().unwrap()["type"], "job_completed");
+    let stages: Vec<&str> = evs.iter().map(|e| e["stage"].as_str().unwrap()).collect();
+    for s in [
+        "queued",
+        "downloading",
+        "extracting",
+        "chunking",
+        "embedding",
+        "storing",
+        "completed",
+    ] {
+        assert!(stages.contains(&s), "{s} missing in {stages:?}");
+    }
+    // The rest of the API through nginx too.
+    let r = client()
+        .get(format!("http://{proxied}/api/v1/jobs/{job}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        client()
+            .get(format!("http://{proxied}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // The daemon logged the real client, taken from the trusted proxy's header.
+    assert!(d.log_text().contains("client=203.0.113.9"), "{}", d.log_text());
+    // The socket's token is not in nginx's access log (written when the socket closes).
+    let _ = futures::SinkExt::close(&mut ws.stream).await;
+    drop(ws);
+    let start = Instant::now();
+    while !std::fs::read_to_string(dir.join("doculearn.access.log"))
+        .unwrap_or_default()
+        .contains("/api/v1/ws/")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the socket never showed up in the access log"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let access = std::fs::read_to_string(dir.join("doculearn.access.log")).unwrap();
+    assert!(access.contains("/api/v1/ws/"), "{access}");
+    assert!(!access.contains(&token), "the token leaked into nginx's log");
+    let _ = std::fs::remove_dir_all(&dir);
 }

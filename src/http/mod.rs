@@ -10,6 +10,7 @@ pub mod error;
 pub mod health;
 pub mod jobs;
 pub mod openapi;
+pub mod proxy;
 pub mod search;
 pub mod ws;
 
@@ -100,6 +101,7 @@ async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) 
 
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
+    let proxies = proxy::TrustedProxies::new(&state.services.settings.http.trusted_proxies);
     let upload_limit = state.services.settings.http.max_request_bytes as usize;
     let api = Router::new()
         .route(
@@ -132,7 +134,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .layer(DefaultBodyLimit::max(1024 * 1024))
         .layer(axum::middleware::from_fn(json_errors))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+        .layer(TraceLayer::new_for_http().make_span_with(move |req: &Request<_>| {
             let matched = req
                 .extensions()
                 .get::<axum::extract::MatchedPath>()
@@ -144,7 +146,13 @@ pub fn router(state: AppState) -> Router {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_string();
-            tracing::info_span!("request", method = %req.method(), matched_path = %matched, request_id = %rid)
+            let peer = req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0);
+            let (client, scheme) = proxies.client(peer, req.headers());
+            let client = client.map(|c| c.to_string()).unwrap_or_default();
+            tracing::info_span!("request", method = %req.method(), matched_path = %matched, request_id = %rid, client = %client, scheme)
         }))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

@@ -249,10 +249,23 @@ impl<'a> Interpreter<'a> {
         depth: usize,
         visiting: &mut Vec<ObjectId>,
     ) -> Result<(), PageError> {
-        let mut gs = GState {
+        let gs = GState {
             ctm,
             ..GState::default()
         };
+        self.run_in(content, resources, gs, depth, visiting)
+    }
+
+    /// Runs a content stream starting from graphics state `gs` (a form
+    /// inherits the state in force where it is drawn, text state included).
+    fn run_in(
+        &mut self,
+        content: &[u8],
+        resources: Option<&'a Dictionary>,
+        mut gs: GState,
+        depth: usize,
+        visiting: &mut Vec<ObjectId>,
+    ) -> Result<(), PageError> {
         let mut stack: Vec<GState> = Vec::new();
         let mut tm = Matrix::IDENTITY;
         let mut tlm = Matrix::IDENTITY;
@@ -427,7 +440,13 @@ impl<'a> Interpreter<'a> {
             .and_then(|o| o.as_dict().ok())
             .or(resources);
         let result = match self.stream_content(stream) {
-            Ok(content) => self.run(&content, form_resources, matrix.mul(&gs.ctm), depth + 1, visiting),
+            Ok(content) => {
+                let inherited = GState {
+                    ctm: matrix.mul(&gs.ctm),
+                    ..gs.clone()
+                };
+                self.run_in(&content, form_resources, inherited, depth + 1, visiting)
+            }
             Err(PageError::Other(_)) => Ok(()),
             Err(e) => Err(e),
         };
@@ -449,8 +468,10 @@ impl<'a> Interpreter<'a> {
             let Ok(annot) = annot.as_dict() else { continue };
             let flags = annot.get(b"F").ok().map(num).unwrap_or(0.0) as u32;
             let subtype = annot.get(b"Subtype").and_then(Object::as_name).unwrap_or(b"");
-            if flags & 0b10 != 0 || subtype == b"Popup" || subtype == b"Link" {
-                continue; // hidden
+            // Hidden (bit 2) and NoView (bit 6) annotations are not shown on
+            // screen, and pdftotext renders as a viewer does (not printing).
+            if flags & 0b10 != 0 || flags & 0b10_0000 != 0 || subtype == b"Popup" || subtype == b"Link" {
+                continue;
             }
             let Some((_, ap)) = annot.get(b"AP").ok().map(|o| self.deref(o)) else {
                 continue;

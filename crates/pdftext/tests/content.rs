@@ -1,0 +1,90 @@
+//! Content interpretation details that the corpus does not pin down:
+//! Form XObjects inherit the graphics and text state where they are drawn,
+//! and annotation appearances are drawn as pdftotext does (the visible
+//! ones; Hidden and NoView ones are not).
+
+use std::io::Write;
+
+fn build(bodies: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = b"%PDF-1.7\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, body) in bodies.iter().enumerate() {
+        offsets.push(out.len());
+        writeln!(out, "{} 0 obj", i + 1).unwrap();
+        out.extend_from_slice(body);
+        out.extend_from_slice(b"\nendobj\n");
+    }
+    let xref = out.len();
+    write!(out, "xref\n0 {}\n0000000000 65535 f \n", bodies.len() + 1).unwrap();
+    for o in offsets {
+        writeln!(out, "{o:010} 00000 n ").unwrap();
+    }
+    write!(
+        out,
+        "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+        bodies.len() + 1
+    )
+    .unwrap();
+    out
+}
+
+fn stream(dict: &str, data: &[u8]) -> Vec<u8> {
+    let mut v = format!("<< {dict} /Length {} >>\nstream\n", data.len()).into_bytes();
+    v.extend_from_slice(data);
+    v.extend_from_slice(b"\nendstream");
+    v
+}
+
+const HELVETICA: &[u8] = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>";
+
+#[test]
+fn a_form_inherits_the_font_set_before_it_is_drawn() {
+    let pdf = build(&[
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R \
+           /Resources << /Font << /F1 5 0 R >> /XObject << /X1 6 0 R >> >> >>"
+            .to_vec(),
+        stream("", b"BT /F1 12 Tf ET /X1 Do"),
+        HELVETICA.to_vec(),
+        stream(
+            "/Type /XObject /Subtype /Form /BBox [0 0 612 792]",
+            b"BT 72 700 Td (inherited font) Tj ET",
+        ),
+    ]);
+    let ex = pdftext::extract(&pdf, &pdftext::Limits::default()).unwrap();
+    assert_eq!(ex.pages[0].trim(), "inherited font");
+}
+
+#[test]
+fn visible_annotation_appearances_are_text_hidden_ones_are_not() {
+    let widget = |flags: u32, ap: u32| {
+        format!("<< /Type /Annot /Subtype /Widget /F {flags} /Rect [72 600 300 620] /AP << /N {ap} 0 R >> >>")
+            .into_bytes()
+    };
+    let appearance = |text: &str| {
+        stream(
+            "/Type /XObject /Subtype /Form /BBox [0 0 228 20] /Resources << /Font << /F1 5 0 R >> >>",
+            format!("/Tx BMC BT /F1 10 Tf 2 5 Td ({text}) Tj ET EMC").as_bytes(),
+        )
+    };
+    let pdf = build(&[
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R \
+           /Resources << /Font << /F1 5 0 R >> >> /Annots [6 0 R 7 0 R 8 0 R] >>"
+            .to_vec(),
+        stream("", b"BT /F1 12 Tf 72 700 Td (page text) Tj ET"),
+        HELVETICA.to_vec(),
+        widget(4, 9),   // Print: shown
+        widget(2, 10),  // Hidden
+        widget(32, 11), // NoView
+        appearance("field value"),
+        appearance("hidden value"),
+        appearance("noview value"),
+    ]);
+    let ex = pdftext::extract(&pdf, &pdftext::Limits::default()).unwrap();
+    let text = &ex.pages[0];
+    assert!(text.contains("page text") && text.contains("field value"), "{text:?}");
+    assert!(!text.contains("hidden") && !text.contains("noview"), "{text:?}");
+}

@@ -18,13 +18,19 @@ if [ ! -s .local/dev-user ]; then
   python3 -c 'import uuid; print(uuid.uuid4())' > .local/dev-user
 fi
 user=$(cat .local/dev-user)
+# The page's "Use the development token" button signs in as the same user.
+export DOCULEARN_HTTP__DEV_USER_ID="${DOCULEARN_HTTP__DEV_USER_ID:-$user}"
 token=$("$bin" token --user "$user" --ttl 7d)
 listen="${DOCULEARN_HTTP__LISTEN:-127.0.0.1:8000}"
 cat <<MSG
 
-  doculearn is starting on http://$listen
+  doculearn is starting on http://$listen  (open it in a browser: dev mode
+  offers a sign-in button; or paste the token below)
   user:  $user
   token: $token
+
+  from a terminal:
+         $bin ingest --token \$TOKEN ../shared/corpus/jacow-latex-a4.pdf
 
   try:   curl -H "Authorization: Bearer \$TOKEN" -F file=@../shared/corpus/debian-manifesto.txt http://$listen/api/v1/documents
 

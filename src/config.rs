@@ -10,6 +10,7 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use uuid::Uuid;
 
 /// The defaults, compiled into the binary so it runs from any directory.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -38,6 +39,8 @@ pub struct HttpSettings {
     pub max_upload_bytes: u64,
     pub max_request_bytes: u64,
     pub dev_mode: bool,
+    /// The user `/dev/token` mints for in dev mode.
+    pub dev_user_id: Uuid,
     pub uploads_per_minute: u32,
     pub allowed_origins: Vec<String>,
     pub trusted_proxies: Vec<String>,
@@ -241,8 +244,9 @@ fn invalid(setting: &str, reason: impl Into<String>) -> ConfigError {
 }
 
 /// Environment variables with our prefix that belong to scripts and tests, not
-/// to the daemon; they are ignored rather than reported as unknown settings.
-const SCRIPT_ONLY_ENV: &[&str] = &["corpus", "model_dir", "data_dir", "test_log"];
+/// to the daemon (`ingest` reads DOCULEARN_SERVER and DOCULEARN_TOKEN); they
+/// are ignored rather than reported as unknown settings.
+const SCRIPT_ONLY_ENV: &[&str] = &["corpus", "model_dir", "data_dir", "test_log", "server", "token"];
 
 impl Settings {
     /// Loads defaults < optional file < environment, then validates.
@@ -319,6 +323,12 @@ impl Settings {
                 ));
             }
             _ => {}
+        }
+        if self.http.dev_mode && !self.http.listen.ip().is_loopback() {
+            return Err(invalid(
+                "http.dev_mode",
+                "hands out tokens without a password, so it is allowed only on a loopback http.listen address",
+            ));
         }
         for p in &self.http.trusted_proxies {
             if crate::http::proxy::Cidr::parse(p).is_none() {

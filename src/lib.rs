@@ -28,6 +28,7 @@ pub mod db;
 pub mod domain;
 pub mod fairness;
 pub mod http;
+pub mod ingest;
 pub mod jobs;
 pub mod metrics;
 pub mod pipeline;

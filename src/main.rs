@@ -1,4 +1,4 @@
-//! The `doculearn` command: `serve`, `migrate`, `token`, and the hidden
+//! The `doculearn` command: `serve`, `migrate`, `token`, `ingest`, and the hidden
 //! `extract-worker` the daemon runs as its sandboxed extraction child.
 
 use std::path::PathBuf;
@@ -41,6 +41,24 @@ enum Command {
         /// Lifetime: 90s, 30m, 1h, 7d (default: auth.token_ttl_secs).
         #[arg(long)]
         ttl: Option<String>,
+    },
+    /// Upload files through a running daemon and show live progress bars
+    /// until each is completed or failed (exit status 1 if any failed).
+    Ingest {
+        /// The daemon (default: http:// and the configured http.listen).
+        #[arg(long, env = "DOCULEARN_SERVER")]
+        server: Option<String>,
+        /// Bearer token (e.g. from `doculearn token`).
+        #[arg(long, env = "DOCULEARN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Instead of --token: mint one for this user with the configured secret.
+        #[arg(long, conflicts_with = "token")]
+        user: Option<Uuid>,
+        /// Stop waiting after this long (the jobs go on in the daemon).
+        #[arg(long, default_value = "1h")]
+        timeout: String,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
     /// Internal: the sandboxed extraction child (reads a file on stdin).
     #[command(hide = true)]
@@ -100,6 +118,16 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Ingest {
+        server,
+        token,
+        user,
+        timeout,
+        files,
+    } = cli.command
+    {
+        return ingest(cli.config.as_ref(), server, token, user, &timeout, files);
+    }
     let settings = match load(cli.config.as_ref()) {
         Ok(s) => s,
         Err(code) => return code,
@@ -141,7 +169,84 @@ fn main() -> ExitCode {
             tracing::info!(addr = %app.local_addr(), ?role, "serving");
             app.run_until_stopped().await
         }),
-        Command::ExtractWorker { .. } => unreachable!("handled above"),
+        Command::ExtractWorker { .. } | Command::Ingest { .. } => unreachable!("handled above"),
+    }
+}
+
+/// `ingest`: the settings are read only when they are needed (the default
+/// server address, or minting a token), so a client with `--server` and
+/// `--token` needs no configuration at all.
+fn ingest(
+    config: Option<&PathBuf>,
+    server: Option<String>,
+    token: Option<String>,
+    user: Option<Uuid>,
+    timeout: &str,
+    files: Vec<PathBuf>,
+) -> ExitCode {
+    let timeout = match parse_ttl(timeout) {
+        Ok(t) if t > 0 => std::time::Duration::from_secs(t as u64),
+        Ok(_) => {
+            eprintln!("--timeout must be positive");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("{}", e.replace("--ttl", "--timeout"));
+            return ExitCode::from(2);
+        }
+    };
+    let settings = if server.is_none() || user.is_some() {
+        match load(config) {
+            Ok(s) => Some(s),
+            Err(code) => return code,
+        }
+    } else {
+        None
+    };
+    let server = server.unwrap_or_else(|| {
+        let listen = settings.as_ref().expect("loaded above").http.listen;
+        format!("http://{listen}")
+    });
+    let token = match (token, user) {
+        (Some(t), _) => t,
+        (None, Some(user)) => {
+            let settings = settings.as_ref().expect("loaded above");
+            let minted = doculearn::http::auth::AuthKeys::from_settings(&settings.auth)
+                .map_err(|e| e.to_string())
+                .and_then(|keys| keys.try_mint(user, false, settings.auth.token_ttl_secs as i64));
+            match minted {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        (None, None) => {
+            eprintln!("ingest: give --token (or DOCULEARN_TOKEN), or --user to mint one with the configured secret");
+            return ExitCode::from(2);
+        }
+    };
+    let args = doculearn::ingest::IngestArgs {
+        server,
+        token,
+        files,
+        timeout,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(doculearn::ingest::run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("ingest: {e:#}");
+            ExitCode::from(1)
+        }
     }
 }
 

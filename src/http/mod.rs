@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod openapi;
 pub mod proxy;
 pub mod search;
+pub mod ui;
 pub mod ws;
 
 use std::sync::atomic::AtomicBool;
@@ -128,6 +129,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/ws/{user_id}", get(ws::handler));
     Router::new()
+        .merge(ui::routes(state.services.settings.http.dev_mode))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

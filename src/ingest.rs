@@ -1,0 +1,373 @@
+//! `doculearn ingest FILE...`: uploads files through a running daemon and
+//! follows them on the progress socket, one bar per file, until each is
+//! completed or failed; then one summary line per file. The socket is opened
+//! before the first upload and every reconnect sends `resume` with the last
+//! `seq` per job, so no event is lost; a slow poll of `GET /api/v1/jobs/{id}`
+//! backs the socket up. Exit status: 0 if every file completed, 1 if not.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use futures::{SinkExt, StreamExt};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+/// What `ingest` needs: the server, a token and the files.
+pub struct IngestArgs {
+    /// `http://host:port` (or https) of the daemon.
+    pub server: String,
+    pub token: String,
+    pub files: Vec<PathBuf>,
+    /// Give up on files not finished after this long.
+    pub timeout: Duration,
+}
+
+/// One file's fate.
+struct Tracked {
+    name: String,
+    job_id: Option<String>,
+    bar: ProgressBar,
+    started: Instant,
+    last_seq: i64,
+    stage: String,
+    outcome: Option<Outcome>,
+}
+
+enum Outcome {
+    Completed { secs: f64, chunks: Option<i64> },
+    Failed { reason: String },
+}
+
+const BACKOFF_START: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const POLL_EVERY: Duration = Duration::from_secs(5);
+
+/// The `sub` of a JWT (not verified: the server does that).
+fn token_subject(token: &str) -> anyhow::Result<String> {
+    use base64::Engine;
+    let payload = token
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| anyhow!("the token is not a JWT (no payload part)"))?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .context("the token's payload is not base64url")?;
+    let claims: Value = serde_json::from_slice(&bytes).context("the token's payload is not JSON")?;
+    claims["sub"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("the token names no user (no `sub` claim)"))
+}
+
+fn ws_url(server: &str, user: &str) -> anyhow::Result<String> {
+    let base = server.trim_end_matches('/');
+    let rest = if let Some(r) = base.strip_prefix("https://") {
+        format!("wss://{r}")
+    } else if let Some(r) = base.strip_prefix("http://") {
+        format!("ws://{r}")
+    } else {
+        bail!("--server must start with http:// or https:// (got “{server}”)");
+    };
+    Ok(format!("{rest}/api/v1/ws/{user}"))
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(url: &str, token: &str) -> anyhow::Result<Socket> {
+    let mut req = url.into_client_request()?;
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        format!("bearer, {token}")
+            .parse()
+            .context("the token has characters a header cannot carry")?,
+    );
+    let (socket, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .with_context(|| format!("cannot open the progress socket at {url}"))?;
+    Ok(socket)
+}
+
+fn style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix:24!} [{bar:28}] {percent:>3}% {wide_msg}")
+        .expect("a valid template")
+        .progress_chars("=> ")
+}
+
+/// Plain lines when the output is not a terminal (logs, CI): one per stage.
+fn plain_line(quiet_bars: bool, name: &str, stage: &str, message: &str) {
+    if quiet_bars {
+        eprintln!("{name}: {stage}: {message}");
+    }
+}
+
+/// Runs the command; `Ok(true)` when every file completed.
+pub async fn run(args: IngestArgs) -> anyhow::Result<bool> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if args.files.is_empty() {
+        bail!("name at least one file");
+    }
+    let user = token_subject(&args.token)?;
+    let url = ws_url(&args.server, &user)?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .context("cannot build the HTTP client")?;
+
+    let plain = !std::io::stderr().is_terminal();
+    let multi = MultiProgress::with_draw_target(if plain {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    });
+
+    // The socket first, so events of the first upload are not missed.
+    let mut socket = Some(connect(&url, &args.token).await?);
+
+    let mut tracked: Vec<Tracked> = Vec::new();
+    let mut by_job: HashMap<String, usize> = HashMap::new();
+    for path in &args.files {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        let bar = multi.add(ProgressBar::new(100));
+        bar.set_style(style());
+        bar.set_prefix(name.clone());
+        bar.set_message("uploading");
+        let mut t = Tracked {
+            name: name.clone(),
+            job_id: None,
+            bar,
+            started: Instant::now(),
+            last_seq: 0,
+            stage: "uploading".into(),
+            outcome: None,
+        };
+        match upload(&http, &args.server, &args.token, path, &name).await {
+            Ok(job_id) => {
+                plain_line(plain, &name, "queued", &format!("uploaded as {job_id}"));
+                t.bar.set_message(format!("queued ({job_id})"));
+                by_job.insert(job_id.clone(), tracked.len());
+                t.job_id = Some(job_id);
+            }
+            Err(reason) => {
+                plain_line(plain, &name, "failed", &reason);
+                t.bar.abandon_with_message(format!("failed: {reason}"));
+                t.outcome = Some(Outcome::Failed { reason });
+            }
+        }
+        tracked.push(t);
+    }
+
+    let deadline = Instant::now() + args.timeout;
+    let mut backoff = BACKOFF_START;
+    let mut need_resume = true;
+    let mut last_poll = Instant::now();
+    while tracked.iter().any(|t| t.outcome.is_none()) {
+        if Instant::now() > deadline {
+            for t in tracked.iter_mut().filter(|t| t.outcome.is_none()) {
+                let reason = format!(
+                    "still {} after {} s; it goes on in the daemon",
+                    t.stage,
+                    args.timeout.as_secs()
+                );
+                t.bar.abandon_with_message(format!("gave up: {reason}"));
+                t.outcome = Some(Outcome::Failed { reason });
+            }
+            break;
+        }
+        let Some(ws) = socket.as_mut() else {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            match connect(&url, &args.token).await {
+                Ok(s) => {
+                    socket = Some(s);
+                    backoff = BACKOFF_START;
+                    need_resume = true;
+                }
+                Err(e) => plain_line(plain, "socket", "reconnecting", &format!("{e:#}")),
+            }
+            continue;
+        };
+        if need_resume {
+            let after: serde_json::Map<String, Value> = tracked
+                .iter()
+                .filter(|t| t.outcome.is_none())
+                .filter_map(|t| t.job_id.as_ref().map(|j| (j.clone(), json!(t.last_seq))))
+                .collect();
+            let msg = json!({ "type": "resume", "after": after }).to_string();
+            if ws.send(Message::Text(msg.into())).await.is_err() {
+                socket = None;
+                continue;
+            }
+            need_resume = false;
+        }
+        if last_poll.elapsed() >= POLL_EVERY {
+            last_poll = Instant::now();
+            poll(&http, &args.server, &args.token, &mut tracked, plain).await;
+            continue;
+        }
+        match tokio::time::timeout(Duration::from_millis(500), ws.next()).await {
+            Err(_) => {}
+            Ok(Some(Ok(Message::Text(text)))) => {
+                let Ok(ev) = serde_json::from_str::<Value>(&text) else {
+                    continue;
+                };
+                if ev["type"] == "resync" {
+                    need_resume = true;
+                    continue;
+                }
+                let Some(job_id) = ev["job_id"].as_str() else { continue };
+                if let Some(&i) = by_job.get(job_id) {
+                    apply(&mut tracked[i], &ev, plain);
+                }
+            }
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                let reason = frame.map(|f| f.reason.to_string()).unwrap_or_default();
+                if reason.contains("token expired") {
+                    bail!("the token expired while waiting; mint a longer one (doculearn token --ttl 1d)");
+                }
+                socket = None;
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_))) | Ok(None) => socket = None,
+        }
+    }
+    if let Some(mut ws) = socket {
+        let _ = ws.close(None).await;
+    }
+    drop(multi);
+
+    let mut all_ok = true;
+    for t in &tracked {
+        match &t.outcome {
+            Some(Outcome::Completed { secs, chunks }) => {
+                let chunks = chunks.map(|c| format!(" with {c} chunks")).unwrap_or_default();
+                println!("✓ {}: completed in {secs:.1} s{chunks}", t.name);
+            }
+            Some(Outcome::Failed { reason }) => {
+                all_ok = false;
+                println!("✗ {}: failed: {reason}", t.name);
+            }
+            None => unreachable!("the loop ends only when every file has an outcome"),
+        }
+    }
+    Ok(all_ok)
+}
+
+/// Applies one event (newer than what the bar shows) to a file's bar.
+fn apply(t: &mut Tracked, ev: &Value, plain: bool) {
+    let seq = ev["seq"].as_i64().unwrap_or(0);
+    if seq <= t.last_seq || t.outcome.is_some() {
+        return;
+    }
+    t.last_seq = seq;
+    let stage = ev["stage"].as_str().unwrap_or("").to_string();
+    let message = ev["message"].as_str().unwrap_or("").to_string();
+    let progress = ev["progress"].as_f64().unwrap_or(0.0);
+    t.bar.set_position((progress * 100.0).round().clamp(0.0, 100.0) as u64);
+    match ev["type"].as_str() {
+        Some("job_completed") => {
+            let secs = t.started.elapsed().as_secs_f64();
+            let chunks = ev["details"]["chunks"].as_i64();
+            plain_line(plain, &t.name, "completed", &message);
+            t.bar.finish_with_message("completed");
+            t.outcome = Some(Outcome::Completed { secs, chunks });
+        }
+        Some("job_failed") => {
+            let reason = ev["error"].as_str().unwrap_or(&message).to_string();
+            let failed_stage = ev["details"]["failed_stage"].as_str().unwrap_or("?");
+            let reason = format!("{reason} (in {failed_stage})");
+            plain_line(plain, &t.name, "failed", &reason);
+            t.bar.abandon_with_message(format!("failed: {reason}"));
+            t.outcome = Some(Outcome::Failed { reason });
+        }
+        _ => {
+            if stage != t.stage {
+                plain_line(plain, &t.name, &stage, &message);
+            }
+            t.bar.set_message(format!("{stage}: {message}"));
+        }
+    }
+    t.stage = stage;
+}
+
+/// The socket's backstop: reads the state of jobs not yet ended.
+async fn poll(http: &reqwest::Client, server: &str, token: &str, tracked: &mut [Tracked], plain: bool) {
+    for t in tracked.iter_mut().filter(|t| t.outcome.is_none()) {
+        let Some(job_id) = t.job_id.clone() else { continue };
+        let url = format!("{}/api/v1/jobs/{job_id}", server.trim_end_matches('/'));
+        let Ok(resp) = http.get(url).bearer_auth(token).send().await else {
+            continue;
+        };
+        let Ok(job) = resp.json::<Value>().await else { continue };
+        let Some(seq) = job["seq"].as_i64() else { continue };
+        let kind = match job["stage"].as_str() {
+            Some("completed") => "job_completed",
+            Some("failed") => "job_failed",
+            _ => "job_progress",
+        };
+        let ev = json!({
+            "type": kind, "seq": seq, "stage": job["stage"], "progress": job["progress"],
+            "message": job["message"], "error": job["error"],
+            "details": { "failed_stage": job["failed_stage"], "chunks": job["details"]["chunks"] },
+        });
+        apply(t, &ev, plain);
+    }
+}
+
+/// Uploads one file; the job id, or why it was refused.
+async fn upload(
+    http: &reqwest::Client,
+    server: &str,
+    token: &str,
+    path: &std::path::Path,
+    name: &str,
+) -> Result<String, String> {
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(bytes).file_name(name.to_string()),
+    );
+    let url = format!("{}/api/v1/documents", server.trim_end_matches('/'));
+    let resp = http
+        .post(url)
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach the daemon at {server}: {e}"))?;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if status.as_u16() != 202 {
+        let msg = body["error"]["message"].as_str().unwrap_or("no reason given");
+        return Err(format!("the daemon refused the upload ({}): {msg}", status.as_u16()));
+    }
+    body["job_id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| "the daemon's answer has no job id".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_and_socket_url() {
+        // {"sub":"u-1"} as base64url, no padding.
+        let token = "x.eyJzdWIiOiJ1LTEifQ.y";
+        assert_eq!(token_subject(token).unwrap(), "u-1");
+        assert!(token_subject("nonsense").is_err());
+        assert_eq!(ws_url("http://h:1/", "u").unwrap(), "ws://h:1/api/v1/ws/u");
+        assert_eq!(ws_url("https://h", "u").unwrap(), "wss://h/api/v1/ws/u");
+        assert!(ws_url("ftp://h", "u").is_err());
+    }
+}

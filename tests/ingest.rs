@@ -1,0 +1,206 @@
+//! `doculearn ingest FILE...` against a real daemon: the summary lines, the
+//! exit status, the stage lines it prints when not on a terminal, minting a
+//! token from the config, and following a job through a daemon restart.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use uuid::Uuid;
+
+fn ingest(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_doculearn"));
+    cmd.arg("ingest").args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DOCULEARN_") {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("run doculearn ingest")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test]
+async fn ingest_reports_each_file_and_fails_when_one_fails() {
+    let d = Daemon::start(Opts::default()).await;
+    let user = Uuid::new_v4();
+    let token = d.token(user);
+    let dir = tempdir();
+    let broken = dir.join("broken.pdf");
+    std::fs::write(&broken, b"%PDF-1.4\nnot really a PDF\n").unwrap();
+    let pdf = corpus_file("gofpdf-tables.pdf");
+    let txt = corpus_file("debian-manifesto.txt");
+    let server = format!("http://{}", d.addr);
+
+    let out = ingest(
+        &[
+            "--server",
+            &server,
+            "--token",
+            &token,
+            pdf.to_str().unwrap(),
+            txt.to_str().unwrap(),
+            broken.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "one file failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+
+    // The summary: one line per file, in the order given, with the chunk
+    // count the database holds.
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    let db = d.db().await;
+    for (line, name) in lines.iter().zip(["gofpdf-tables.pdf", "debian-manifesto.txt"]) {
+        let chunks: i32 = sqlx::query_scalar("SELECT chunk_count FROM documents WHERE name = $1")
+            .bind(name)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        let prefix = format!("✓ {name}: completed in ");
+        assert!(line.starts_with(&prefix), "{line}");
+        assert!(line.ends_with(&format!(" s with {chunks} chunks")), "{line}");
+        let secs: f64 = line[prefix.len()..].split(' ').next().unwrap().parse().unwrap();
+        assert!(secs > 0.0 && secs < 120.0, "{line}");
+    }
+    assert!(
+        lines[2].starts_with("✗ broken.pdf: failed: the PDF is damaged") && lines[2].ends_with("(in extracting)"),
+        "{}",
+        lines[2]
+    );
+
+    // Off a terminal, each stage change is a plain line on stderr.
+    for stage in ["queued", "extracting", "chunking", "embedding", "storing", "completed"] {
+        assert!(
+            stderr.contains(&format!("gofpdf-tables.pdf: {stage}: ")),
+            "no {stage} line:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("broken.pdf: failed: the PDF is damaged"), "{stderr}");
+
+    // All good: exit 0. The token here is minted from the configured secret.
+    let out = ingest(
+        &["--server", &server, "--user", &user.to_string(), pdf.to_str().unwrap()],
+        &[("DOCULEARN_AUTH__JWT_SECRET", SECRET)],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("✓ gofpdf-tables.pdf: completed in "));
+
+    // Refusals are explained, and nothing is uploaded.
+    let out = ingest(&["--server", &server, pdf.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("give --token"), "{}", text(&out.stderr));
+    let out = ingest(&["--server", &server, "--token", "garbage", pdf.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not a JWT"), "{}", text(&out.stderr));
+    let missing = dir.join("missing.pdf");
+    let out = ingest(
+        &["--server", &server, "--token", &token, missing.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).starts_with("✗ missing.pdf: failed: cannot read"),
+        "{}",
+        text(&out.stdout)
+    );
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM documents")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(n, 4, "three uploads, then one more; the refused runs uploaded nothing");
+}
+
+#[tokio::test]
+async fn ingest_follows_a_job_through_a_daemon_restart() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut d = Daemon::start(
+        Opts::default()
+            .with("DOCULEARN_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .with("DOCULEARN_QUEUE__LEASE_SECS", 3)
+            .with("DOCULEARN_FAULTS__HANG_IN_STAGE", "embedding")
+            .with("DOCULEARN_FAULTS__HANG_SECS", 3600)
+            .with("DOCULEARN_FAULTS__HANG_TIMES", 1),
+    )
+    .await;
+    let token = d.token(Uuid::new_v4());
+    let txt = corpus_file("debian-manifesto.txt");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_doculearn"))
+        .args([
+            "ingest",
+            "--server",
+            &format!("http://127.0.0.1:{port}"),
+            "--token",
+            &token,
+        ])
+        .arg(&txt)
+        .env_remove("DOCULEARN_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            all.push_str(&line);
+            all.push('\n');
+            let _ = tx.send(line);
+        }
+        all
+    });
+    // Wait until the job hangs in embedding, then kill the daemon under it.
+    let start = Instant::now();
+    loop {
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("ingest reports stages");
+        if line.starts_with("debian-manifesto.txt: embedding: ") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60));
+    }
+    d.kill9();
+    std::thread::sleep(Duration::from_secs(2));
+    d.opts = d.opts.clone().with("DOCULEARN_FAULTS__HANG_IN_STAGE", "");
+    d.spawn();
+
+    let out = child.wait_with_output().unwrap();
+    let stderr = reader.join().unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.starts_with("✓ debian-manifesto.txt: completed in "), "{stdout}");
+    assert!(
+        stderr.contains("socket: reconnecting"),
+        "the socket dropped and came back:\n{stderr}"
+    );
+    let db = d.db().await;
+    let completed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM job_progress_history WHERE event_type = 'job_completed'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(completed, 1);
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("dl-ingest-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -145,9 +145,10 @@ fn run_provider(provider: &str) {
            SELECT job_id, stage, min(timestamp) AS t FROM job_progress_history GROUP BY job_id, stage), \
          spans AS ( \
            SELECT stage, EXTRACT(EPOCH FROM (lead(t) OVER (PARTITION BY job_id ORDER BY t) - t)) AS s FROM firsts) \
-         SELECT string_agg(stage || '=' || round(total::numeric, 2) || 's (' || round((100 * total / sum(total) OVER ())::numeric, 1) || '%)', '  ' ORDER BY \
+         SELECT string_agg(stage || '=' || round(total::numeric, 2) || 's (' || round((100 * total / grand)::numeric, 1) || '%)', '  ' ORDER BY \
            array_position(ARRAY['queued','downloading','extracting','chunking','embedding','storing'], stage)) \
-         FROM (SELECT stage, sum(s) AS total FROM spans WHERE s IS NOT NULL AND stage NOT IN ('completed','failed') GROUP BY stage) x",
+         FROM (SELECT stage, sum(s) AS total, sum(sum(s)) OVER () AS grand FROM spans \
+               WHERE s IS NOT NULL AND stage NOT IN ('completed','failed') GROUP BY stage) x",
     );
     println!("== {provider} embedder: {n} documents ({completed} completed)");
     println!("wall {wall:.1} s | {pages} pages, {chunks} chunks | {:.1} pages/s, {:.1} chunks/s | daemon peak RSS {rss:.0} MB", pages / wall, chunks / wall);

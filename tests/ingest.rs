@@ -126,11 +126,7 @@ async fn ingest_reports_each_file_and_fails_when_one_fails() {
 
 #[tokio::test]
 async fn ingest_follows_a_job_through_a_daemon_restart() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut d = Daemon::start(
         Opts::default()
             .with("DOCULEARN_HTTP__LISTEN", format!("127.0.0.1:{port}"))

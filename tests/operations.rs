@@ -374,11 +374,7 @@ async fn the_shipped_nginx_site_proxies_uploads_and_progress_sockets() {
     let d = Daemon::start(Opts::default().with("DOCULEARN_HTTP__TRUSTED_PROXIES", "[\"127.0.0.1/32\"]")).await;
     let dir = std::env::temp_dir().join(format!("dl-nginx-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let site =
         std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/nginx/doculearn.conf"))
             .unwrap();

@@ -396,6 +396,12 @@ async fn outgoing_events_are_coalesced_per_job_but_stage_changes_and_the_end_are
         (1..10).contains(&embedding),
         "21 embedding events were coalesced to {embedding}"
     );
+    let last_embedding = got.iter().rev().find(|e| e["stage"] == "embedding").unwrap();
+    assert_eq!(
+        last_embedding["progress"].as_f64().unwrap(),
+        0.80,
+        "the newest held-back event goes out before the stage changes: {got:?}"
+    );
     assert_eq!(
         got.iter().filter(|e| e["stage"] == "storing").count(),
         1,

@@ -15,14 +15,6 @@ use std::time::Duration;
 use common::*;
 use uuid::Uuid;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_ui_end_to_end() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

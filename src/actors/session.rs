@@ -5,8 +5,8 @@
 //! Limits live here: at most `websocket.max_sockets_per_user` sockets (one
 //! more is closed with 1008), and at most `max_events_per_job_per_sec` events
 //! per job: intermediate events of a stage beyond that are coalesced (the
-//! newest is sent when the interval ends), while stage changes and the final
-//! event go out at once. A socket that cannot keep up is dropped; its client
+//! newest is sent when the interval ends, or just before the next stage
+//! change), while stage changes and the final event go out at once. A socket that cannot keep up is dropped; its client
 //! reconnects and `resume`s from its last seq. The actor stops when no socket
 //! is left.
 
@@ -157,11 +157,16 @@ impl Actor for SessionActor {
                 });
                 let intermediate = event.kind == EventType::JobProgress && event.stage == pacing.last_stage;
                 if !intermediate || now.duration_since(pacing.last_sent) >= gap {
-                    // A stage change or the final event supersedes anything held back.
-                    pacing.pending = None;
+                    // An event held back goes out first, so the user sees
+                    // where each stage ended before the next one starts
+                    // (at most one extra message per stage change).
+                    let held = pacing.pending.take();
                     pacing.last_sent = now;
                     pacing.last_stage = event.stage;
                     let done = event.stage.is_terminal();
+                    if let Some(held) = held {
+                        state.send_event(&held)?;
+                    }
                     state.send_event(&event)?;
                     if done {
                         state.jobs.remove(&event.job_id);

@@ -31,6 +31,16 @@ pub fn corpus() -> PathBuf {
     dir
 }
 
+/// A port nobody listens on right now (for a daemon or server that must
+/// come back on the same port after a restart).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn corpus_file(name: &str) -> PathBuf {
     corpus().join(name)
 }

@@ -1,44 +1,13 @@
 //! Hostile and broken input: every case ends in an error or a partial
 //! extraction, quickly and within bounded memory; nothing panics.
 
+mod support;
+
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use pdftext::{extract, Limits, PdfError};
-
-/// Assembles a PDF from object bodies (object i+1 = bodies[i]) with a
-/// correct xref table and a trailer pointing at object 1 as the catalog.
-fn build(bodies: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n".to_vec();
-    let mut offsets = Vec::new();
-    for (i, body) in bodies.iter().enumerate() {
-        offsets.push(out.len());
-        writeln!(out, "{} 0 obj", i + 1).unwrap();
-        out.extend_from_slice(body);
-        out.extend_from_slice(b"\nendobj\n");
-    }
-    let xref = out.len();
-    write!(out, "xref\n0 {}\n0000000000 65535 f \n", bodies.len() + 1).unwrap();
-    for o in offsets {
-        writeln!(out, "{o:010} 00000 n ").unwrap();
-    }
-    write!(
-        out,
-        "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
-        bodies.len() + 1
-    )
-    .unwrap();
-    out
-}
-
-fn stream(dict: &str, data: &[u8]) -> Vec<u8> {
-    let mut v = format!("<< {dict} /Length {} >>\nstream\n", data.len()).into_bytes();
-    v.extend_from_slice(data);
-    v.extend_from_slice(b"\nendstream");
-    v
-}
-
-const FONT: &str = "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>";
+use support::{build, stream, HELVETICA};
 
 /// A valid one-page document with the given content stream.
 fn one_page(content: &[u8], extra: &[Vec<u8>]) -> Vec<u8> {
@@ -47,7 +16,7 @@ fn one_page(content: &[u8], extra: &[Vec<u8>]) -> Vec<u8> {
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> /XObject << /X1 6 0 R >> >> >>".to_vec(),
         stream("", content),
-        FONT.as_bytes().to_vec(),
+        HELVETICA.to_vec(),
     ];
     bodies.extend_from_slice(extra);
     build(&bodies)
@@ -121,7 +90,7 @@ fn reference_cycles_end() {
         b"<< /Type /Pages /Kids [2 0 R 3 0 R] /Count 2 >>".to_vec(),
         b"<< /Type /Page /Parent 2 0 R /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> /XObject << /X1 6 0 R >> >> >>".to_vec(),
         stream("", b"BT /F1 12 Tf 10 10 Td (cycle) Tj ET /X1 Do"),
-        FONT.as_bytes().to_vec(),
+        HELVETICA.to_vec(),
         stream(
             "/Type /XObject /Subtype /Form /BBox [0 0 100 100] /Resources << /Font << /F1 5 0 R >> /XObject << /X1 6 0 R >> >>",
             b"BT /F1 12 Tf 0 0 Td (inner) Tj ET /X1 Do",
@@ -166,7 +135,7 @@ fn a_stream_that_inflates_past_the_limit_is_stopped() {
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
         b"<< /Type /Page /Parent 2 0 R /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_vec(),
         stream("/Filter /FlateDecode", &bomb),
-        FONT.as_bytes().to_vec(),
+        HELVETICA.to_vec(),
     ]);
     let limits = Limits {
         max_decompressed_bytes: 8 << 20,

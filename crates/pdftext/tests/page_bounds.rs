@@ -5,42 +5,12 @@
 //! dictionaries with absurd numbers. Each ends quickly with the page's
 //! text so far plus a page error (or a document error), never an abort.
 
-use std::io::Write;
+mod support;
+
 use std::time::{Duration, Instant};
 
 use pdftext::{extract, Limits, PdfError};
-
-fn build(bodies: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = b"%PDF-1.7\n".to_vec();
-    let mut offsets = Vec::new();
-    for (i, body) in bodies.iter().enumerate() {
-        offsets.push(out.len());
-        writeln!(out, "{} 0 obj", i + 1).unwrap();
-        out.extend_from_slice(body);
-        out.extend_from_slice(b"\nendobj\n");
-    }
-    let xref = out.len();
-    write!(out, "xref\n0 {}\n0000000000 65535 f \n", bodies.len() + 1).unwrap();
-    for o in offsets {
-        writeln!(out, "{o:010} 00000 n ").unwrap();
-    }
-    write!(
-        out,
-        "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
-        bodies.len() + 1
-    )
-    .unwrap();
-    out
-}
-
-fn stream(dict: &str, data: &[u8]) -> Vec<u8> {
-    let mut v = format!("<< {dict} /Length {} >>\nstream\n", data.len()).into_bytes();
-    v.extend_from_slice(data);
-    v.extend_from_slice(b"\nendstream");
-    v
-}
-
-const HELVETICA: &[u8] = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>";
+use support::{build, stream, HELVETICA};
 
 /// One page; fonts /F1 = object 5, /F2 = object 6; /X1 = object 7.
 /// `objects` are objects 5, 6, 7, ...

@@ -3,30 +3,9 @@
 //! fonts that would need a CID→Unicode table give what they can, no error.
 //! One test per binary: it sets a process-wide environment variable.
 
-use std::io::Write;
+mod support;
 
-fn build(bodies: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = b"%PDF-1.7\n".to_vec();
-    let mut offsets = Vec::new();
-    for (i, body) in bodies.iter().enumerate() {
-        offsets.push(out.len());
-        writeln!(out, "{} 0 obj", i + 1).unwrap();
-        out.extend_from_slice(body);
-        out.extend_from_slice(b"\nendobj\n");
-    }
-    let xref = out.len();
-    write!(out, "xref\n0 {}\n0000000000 65535 f \n", bodies.len() + 1).unwrap();
-    for o in offsets {
-        writeln!(out, "{o:010} 00000 n ").unwrap();
-    }
-    write!(
-        out,
-        "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
-        bodies.len() + 1
-    )
-    .unwrap();
-    out
-}
+use support::build;
 
 #[test]
 fn utf16_cmaps_decode_without_poppler_data() {

@@ -103,6 +103,9 @@ impl Application {
             sandbox,
             settings: settings.clone(),
         });
+        // The recorder must exist before any actor reports a figure: a gauge
+        // set before it (the poller's first queue depth) would be lost.
+        let metrics = crate::metrics::install();
         let (supervisor, supervisor_handle) = Actor::spawn(
             None,
             Supervisor,
@@ -120,7 +123,7 @@ impl Application {
             draining: Arc::new(AtomicBool::new(false)),
             shutdown: CancellationToken::new(),
             socket_ids: Arc::new(AtomicU64::new(1)),
-            metrics: crate::metrics::install(),
+            metrics,
         };
         let listener = TcpListener::bind(settings.http.listen)
             .await

@@ -52,18 +52,30 @@ async fn browser_ui_end_to_end() {
         .env("SCREENSHOTS", &shots)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start node (Debian's nodejs)");
     let mut stdin = node.stdin.take().unwrap();
     let stdout = node.stdout.take().unwrap();
+    let stderr = node.stderr.take().unwrap();
+    // Everything the script prints, kept so a failure names its reason.
+    let transcript = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
+    let out = transcript.clone();
+    let stdout_reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             println!("ui| {line}");
             if line.trim() == "@@restart" {
-                let _ = tx.send(line);
+                let _ = tx.send(line.clone());
             }
+            out.lock().unwrap().push(line);
+        }
+    });
+    let err = transcript.clone();
+    let stderr_reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("ui! {line}");
+            err.lock().unwrap().push(line);
         }
     });
 
@@ -85,11 +97,23 @@ async fn browser_ui_end_to_end() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(
-        status.success(),
-        "the browser tests failed ({status}); daemon log: {}",
-        daemon.log.display()
-    );
+    let _ = stdout_reader.join();
+    let _ = stderr_reader.join();
+    if !status.success() {
+        let lines = transcript.lock().unwrap();
+        // The failing tests first (node's reporter marks them with ✖), then
+        // the last lines printed.
+        let failed: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains('✖') || l.contains("not ok"))
+            .collect();
+        let tail = &lines[lines.len().saturating_sub(60)..];
+        panic!(
+            "the browser tests failed ({status}); daemon log: {}\nfailing: {failed:#?}\nlast lines:\n{}",
+            daemon.log.display(),
+            tail.join("\n")
+        );
+    }
     assert_eq!(restarts, 1, "the script asked for exactly one restart");
 
     // What the page showed is what the database holds: the job that lived

@@ -9,16 +9,6 @@ use common::*;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-const STAGES: [&str; 7] = [
-    "queued",
-    "downloading",
-    "extracting",
-    "chunking",
-    "embedding",
-    "storing",
-    "completed",
-];
-
 fn stage_rank(stage: &str) -> usize {
     STAGES
         .iter()

@@ -698,15 +698,7 @@ async fn hostile_inputs_fail_with_reasons_and_the_daemon_stays_up_and_small() {
         z.write_all(&block).unwrap(); // 1 GiB of zeros
     }
     let bomb = z.finish().unwrap();
-    let mut seed = 0x9E3779B97F4A7C15u64;
-    let random: Vec<u8> = (0..200_000)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect();
+    let random = pdf_support::random_bytes(0x9E3779B97F4A7C15, 200_000);
     let mut broken_xref = page_with(pdf_support::stream("", b"BT /F1 12 Tf 72 720 Td (xref) Tj ET"), vec![]);
     // Overwrite the xref table's entries with garbage.
     let at = broken_xref.windows(6).position(|w| w == b"\nxref\n").unwrap();

@@ -448,15 +448,7 @@ async fn the_shipped_nginx_site_proxies_uploads_and_progress_sockets() {
     let evs = &events[&job];
     assert_eq!(evs.last().unwrap()["type"], "job_completed");
     let stages: Vec<&str> = evs.iter().map(|e| e["stage"].as_str().unwrap()).collect();
-    for s in [
-        "queued",
-        "downloading",
-        "extracting",
-        "chunking",
-        "embedding",
-        "storing",
-        "completed",
-    ] {
+    for s in STAGES {
         assert!(stages.contains(&s), "{s} missing in {stages:?}");
     }
     // The rest of the API through nginx too.

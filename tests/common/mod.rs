@@ -41,6 +41,17 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Every stage a successful job reports, in order.
+pub const STAGES: [&str; 7] = [
+    "queued",
+    "downloading",
+    "extracting",
+    "chunking",
+    "embedding",
+    "storing",
+    "completed",
+];
+
 pub fn corpus_file(name: &str) -> PathBuf {
     corpus().join(name)
 }

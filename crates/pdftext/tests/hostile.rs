@@ -7,7 +7,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use pdftext::{extract, Limits, PdfError};
-use support::{build, stream, HELVETICA};
+use support::{build, random_bytes, stream, HELVETICA};
 
 /// A valid one-page document with the given content stream.
 fn one_page(content: &[u8], extra: &[Vec<u8>]) -> Vec<u8> {
@@ -39,15 +39,7 @@ fn the_builder_makes_a_readable_pdf() {
 #[test]
 fn empty_random_and_text_bytes_are_not_pdfs() {
     assert!(matches!(run(b"", &Limits::default()), Err(PdfError::NotPdf)));
-    let mut seed = 0x2545F4914F6CDD1Du64;
-    let random: Vec<u8> = (0..100_000)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect();
+    let random = random_bytes(0x2545F4914F6CDD1D, 100_000);
     assert!(matches!(run(&random, &Limits::default()), Err(PdfError::NotPdf)));
     // Random bytes after a valid header: an error, not a crash.
     let mut headed = b"%PDF-1.4\n".to_vec();

@@ -39,3 +39,15 @@ pub fn stream(dict: &str, data: &[u8]) -> Vec<u8> {
 
 /// A non-embedded core-14 font.
 pub const HELVETICA: &[u8] = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>";
+
+/// Deterministic noise (xorshift64): `n` bytes from `seed`.
+pub fn random_bytes(mut seed: u64, n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}

@@ -39,6 +39,13 @@ let browser;
 let context;
 let page;
 const consoleErrors = [];
+// Every console line, kept to explain a failure.
+const consoleLines = [];
+// File choosers the page opened. The listener is attached once, before any
+// test, so Playwright's interception of the native dialog is already on when
+// a key press opens one (attaching it in the same breath as the key press
+// races the interception on a loaded machine).
+const choosers = [];
 
 async function shot(name) {
   await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
@@ -78,7 +85,9 @@ before(async () => {
       consoleErrors.push(m.text());
     }
   });
+  page.on("console", (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
   page.on("pageerror", (e) => consoleErrors.push(String(e)));
+  page.on("filechooser", (c) => choosers.push(c));
 });
 
 after(async () => {
@@ -255,8 +264,21 @@ test("the list survives a reload, and the page works at phone width with the key
 
   // The drop zone is reachable with Tab and opens the file picker with Enter.
   await page.locator("#drop").focus();
-  const [chooser] = await Promise.all([page.waitForEvent("filechooser"), page.keyboard.press("Enter")]);
-  assert.equal(chooser.isMultiple(), true);
+  assert.equal(await page.evaluate(() => document.activeElement?.id), "drop", "the drop zone takes focus");
+  await page.evaluate(() => {
+    window.__pickerClicks = 0;
+    document.getElementById("files").addEventListener("click", () => window.__pickerClicks++);
+  });
+  const seen = choosers.length;
+  await page.keyboard.press("Enter");
+  await page.waitForFunction(() => window.__pickerClicks > 0, null, { timeout: 10_000 });
+  const deadline = Date.now() + 20_000;
+  while (choosers.length === seen && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  assert.ok(
+    choosers.length > seen,
+    `Enter on the drop zone clicked the file input but no file chooser opened; console:\n${consoleLines.slice(-20).join("\n")}`,
+  );
+  assert.equal(choosers.at(-1).isMultiple(), true, "the picker takes many files");
   let tabbed = false;
   await page.locator("body").focus();
   for (let i = 0; i < 12 && !tabbed; i++) {

@@ -31,7 +31,8 @@ pub enum FairnessError {
     Redis(#[from] RedisError),
 }
 
-fn job_def(document_id: Uuid, user: Uuid) -> JobDef {
+/// The job dict doculearn enqueues for one of its own documents.
+pub fn job_def(document_id: Uuid, user: Uuid) -> JobDef {
     JobDef {
         job_try: None,
         function: PROCESS_DOCUMENT.into(),

@@ -133,6 +133,45 @@ pub async fn record_failure(services: &Services, job_id: &str, reason: &str) {
     }
 }
 
+/// A job of ours (uploaded through our API, `managed`) whose Redis job key
+/// expired while it waited in the queue, for example behind a long backlog
+/// or while every worker was down. arq would fail it with "job expired", but
+/// Postgres knows what the job is, so it is rebuilt and runs: no upload is
+/// lost to a TTL. Returns the restored job bytes, or `None` for a job that
+/// is not ours to rebuild (a caller's own `enqueue_job` keeps arq's rule).
+pub async fn restore_expired(services: &Services, job_id: &str) -> Option<Vec<u8>> {
+    let row: Option<(uuid::Uuid, uuid::Uuid)> = match sqlx::query_as(
+        "SELECT document_id, user_id FROM job_progress WHERE job_id = $1 AND managed \
+         AND document_id IS NOT NULL AND stage NOT IN ('completed', 'failed')",
+    )
+    .bind(job_id)
+    .fetch_optional(&services.db)
+    .await
+    {
+        Ok(row) => row,
+        Err(e) => {
+            tracing::warn!(job_id, error = %e, "cannot look up an expired job; failing it as arq would");
+            None
+        }
+    };
+    let (document_id, user) = row?;
+    let def = crate::fairness::job_def(document_id, user);
+    let expires_ms = (services.settings.queue.job_expires_secs * 1000) as i64;
+    match services.queue.restore_job(job_id, &def, expires_ms).await {
+        Ok(bytes) => {
+            tracing::warn!(
+                job_id,
+                "the job's key expired in Redis while it waited; rebuilt from Postgres"
+            );
+            Some(bytes)
+        }
+        Err(e) => {
+            tracing::warn!(job_id, error = %e, "cannot restore an expired job's key");
+            None
+        }
+    }
+}
+
 /// Fails a job no actor runs: arq gets `exception`, and a document job's row
 /// gets a `failed` event ([`record_failure`]).
 pub async fn fail_without_actor(

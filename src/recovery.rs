@@ -21,10 +21,10 @@ use serde_json::json;
 
 use crate::arq::queue::{IN_PROGRESS_PREFIX, JOB_PREFIX, RESULT_PREFIX, RETRY_PREFIX};
 use crate::arq::wire::job_execution_failed;
-use crate::arq::{now_ms, Claimed, JobDef, PyValue};
+use crate::arq::{now_ms, Claimed, JobDef};
 use crate::db::{self, EventRecord};
 use crate::domain::{document_id_of, EventType, ProgressEvent, Stage};
-use crate::jobs::{self, PROCESS_DOCUMENT};
+use crate::jobs;
 use crate::services::Services;
 
 /// What recovery did (or, in a dry run, would do) to one job.
@@ -316,16 +316,7 @@ async fn reenqueue(services: &Services, job: &db::IdleJob) -> anyhow::Result<boo
     let Some(document_id) = document_id_of(&job.job_id).or(job.document_id) else {
         return Ok(false);
     };
-    let def = JobDef {
-        job_try: None,
-        function: PROCESS_DOCUMENT.into(),
-        args: vec![
-            PyValue::Str(document_id.to_string()),
-            PyValue::Str(job.user_id.to_string()),
-        ],
-        kwargs: vec![],
-        enqueue_time_ms: now_ms(),
-    };
+    let def = crate::fairness::job_def(document_id, job.user_id);
     let expires_ms = (services.settings.queue.job_expires_secs * 1000) as i64;
     Ok(services.queue.enqueue(&job.job_id, &def, 0, Some(expires_ms)).await?)
 }

@@ -541,6 +541,77 @@ async fn a_hung_stage_is_caught_by_the_watchdog_and_requeued() {
     );
 }
 
+/// arq fails a job whose key expired before a worker took it ("job
+/// expired"). An upload of ours is in Postgres, so it must not be lost to
+/// that TTL (a long backlog, or workers down overnight): it is rebuilt and
+/// runs. A caller's own `enqueue_job` keeps arq's rule (tests/interop).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_that_waited_past_its_redis_ttl_still_completes() {
+    let d = Daemon::start(
+        Opts::default()
+            .with("DOCULEARN_QUEUE__MAX_JOBS", 1)
+            .with("DOCULEARN_QUEUE__JOB_EXPIRES_SECS", 1)
+            .with("DOCULEARN_FAULTS__HANG_IN_STAGE", "embedding")
+            .with("DOCULEARN_FAULTS__HANG_SECS", 4)
+            .with("DOCULEARN_FAULTS__HANG_TIMES", 1),
+    )
+    .await;
+    let user = Uuid::new_v4();
+    let token = d.token(user);
+    // The only worker slot is busy for 4 s ...
+    let (_, first) = d.upload_one(&token, "busy.txt", doc_text(1)).await;
+    let start = Instant::now();
+    loop {
+        let (_, job) = d.get_json(&token, &format!("/api/v1/jobs/{first}")).await;
+        if job["stage"] == "embedding" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never reached embedding: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ... so the next upload waits in the queue past its 1 s job-key TTL.
+    let (_, waiting) = d.upload_one(&token, "waits.txt", doc_text(2)).await;
+    let mut redis = d.redis().await;
+    let start = Instant::now();
+    loop {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(format!("arq:job:{waiting}"))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        if !exists {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "the job key never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, job) = d.get_json(&token, &format!("/api/v1/jobs/{waiting}")).await;
+    assert_eq!(job["stage"], "queued", "still waiting when its key expired: {job}");
+
+    let job = d.wait_job(&token, &waiting, Duration::from_secs(30)).await;
+    assert_eq!(job["stage"], "completed", "the expired upload ran: {job}");
+    assert_eq!(job["progress"], 1.0, "{job}");
+    assert_eq!(job["error"], serde_json::Value::Null, "{job}");
+    let busy = d.wait_job(&token, &first, Duration::from_secs(30)).await;
+    assert_eq!(busy["stage"], "completed", "{busy}");
+    let (_, h) = d.get_json(&token, &format!("/api/v1/jobs/{waiting}/history")).await;
+    let events = h["events"].as_array().unwrap();
+    assert_eq!(events.iter().filter(|e| e["type"] == "job_completed").count(), 1, "{h}");
+    assert!(events.iter().all(|e| e["type"] != "job_failed"), "never failed: {h}");
+    assert!(
+        d.log_text().contains("rebuilt from Postgres"),
+        "the log says why the job ran although its key had expired"
+    );
+    assert_eq!(assert_exactly_once(&d.db().await).await, 0);
+    eprintln!(
+        "FIGURE expired-key: queued_past_ttl=1 completed=1 failed=0 waited={:.1}s",
+        start.elapsed().as_secs_f64()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stage_that_always_hangs_ends_failed_stalled_not_stuck() {
     let d = Daemon::start(

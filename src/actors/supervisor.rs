@@ -203,15 +203,21 @@ impl Supervisor {
         Ok(())
     }
 
-    async fn start_job(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, claimed: Claimed) {
+    async fn start_job(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, mut claimed: Claimed) {
         let services = state.services.clone();
         // Pre-run checks, in arq's order (spec/arq-wire.md §6.3).
         let job_bytes = match &claimed.job_bytes {
             Some(b) => b.clone(),
-            None => {
-                Self::fail_unstarted(state, claimed, None, "job expired", job_execution_failed("job expired"));
-                return;
-            }
+            None => match jobs::restore_expired(&services, &claimed.job_id).await {
+                Some(b) => {
+                    claimed.job_bytes = Some(b.clone());
+                    b
+                }
+                None => {
+                    Self::fail_unstarted(state, claimed, None, "job expired", job_execution_failed("job expired"));
+                    return;
+                }
+            },
         };
         let job = match JobDef::decode(&job_bytes, services.queue.serializer) {
             Ok(job) => job,
@@ -238,7 +244,6 @@ impl Supervisor {
             return;
         }
         // A `_job_try` given to enqueue_job raises the try count (arq §6.3 step 5).
-        let mut claimed = claimed;
         if let Some(t) = job.job_try.filter(|t| *t > claimed.job_try) {
             claimed.job_try = t;
             if let Err(e) = services.queue.set_try(&claimed.job_id, t).await {

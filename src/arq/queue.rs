@@ -172,6 +172,22 @@ impl ArqQueue {
         Ok(added == 1)
     }
 
+    /// Writes a job key again unless one exists: for a job of ours whose
+    /// key expired while it waited (Postgres says what the job is).
+    pub async fn restore_job(&self, job_id: &str, job: &JobDef, expires_ms: i64) -> Result<Vec<u8>, QueueError> {
+        let bytes = job.encode(self.serializer);
+        let mut con = self.redis.clone();
+        redis::cmd("SET")
+            .arg(format!("{JOB_PREFIX}{job_id}"))
+            .arg(&bytes)
+            .arg("PX")
+            .arg(expires_ms.max(1))
+            .arg("NX")
+            .query_async::<()>(&mut con)
+            .await?;
+        Ok(bytes)
+    }
+
     /// Claims up to `want` due jobs (§6.1–6.3), looking at most at `read_limit` ids.
     pub async fn claim(&self, want: usize, read_limit: usize, lease_ms: i64) -> Result<Vec<Claimed>, QueueError> {
         if want == 0 {

@@ -5,6 +5,7 @@
 
 use std::sync::OnceLock;
 
+use crate::symbolic::{DINGBATS_ENCODING, SYMBOL_ENCODING};
 use crate::tables::{CORE14_WIDTHS, GLYPH_LIST, LATIN_ENCODINGS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +84,35 @@ pub fn glyph_to_unicode(name: &str) -> Option<String> {
     None
 }
 
+/// The glyph name at `code` in the built-in encoding of the symbolic core
+/// font `core` ("Symbol" or "ZapfDingbats"; see [`core14_name`]).
+pub fn symbolic_builtin(core: &str, code: u8) -> Option<&'static str> {
+    let table = symbolic_table(core)?;
+    table
+        .binary_search_by_key(&code, |(c, _, _)| *c)
+        .ok()
+        .map(|i| table[i].1)
+}
+
+/// Unicode text of a glyph name in a symbolic core font: ZapfDingbats'
+/// names (a1 ... a191) are not in the Adobe Glyph List, and Symbol draws
+/// Delta, Omega and mu as Greek letters where the list offers other signs.
+/// `None` for other fonts or names (use [`glyph_to_unicode`]).
+pub fn symbolic_to_unicode(core: &str, name: &str) -> Option<String> {
+    symbolic_table(core)?
+        .iter()
+        .find(|(_, n, _)| *n == name)
+        .map(|(_, _, c)| c.to_string())
+}
+
+fn symbolic_table(core: &str) -> Option<&'static [(u8, &'static str, char)]> {
+    match core {
+        "Symbol" => Some(SYMBOL_ENCODING),
+        "ZapfDingbats" => Some(DINGBATS_ENCODING),
+        _ => None,
+    }
+}
+
 /// The 14 core fonts' widths by character, for a (possibly aliased) base font name.
 pub fn core14_width(base_font: &str, ch: char) -> Option<u16> {
     let name = core14_name(base_font)?;
@@ -131,6 +161,18 @@ pub fn core14_name(base_font: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn symbolic_core_encodings() {
+        assert_eq!(symbolic_builtin("Symbol", b'a'), Some("alpha"));
+        assert_eq!(symbolic_builtin("Symbol", 0xB7), Some("bullet"));
+        assert_eq!(symbolic_builtin("Symbol", 0x80), None);
+        assert_eq!(symbolic_builtin("ZapfDingbats", b'3'), Some("a19"));
+        assert_eq!(symbolic_to_unicode("ZapfDingbats", "a19").as_deref(), Some("\u{2713}"));
+        assert_eq!(symbolic_to_unicode("Symbol", "Omega").as_deref(), Some("\u{3a9}"));
+        assert_eq!(symbolic_to_unicode("Helvetica", "Omega"), None);
+        assert_eq!(symbolic_builtin("Helvetica", b'a'), None);
+    }
 
     #[test]
     fn glyph_names() {

@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use lopdf::{Dictionary, Document, Object};
 
 use crate::cmap::{utf16_to_string, CMap};
-use crate::encoding::{core14_name, core14_width, glyph_to_unicode, BaseEncoding};
+use crate::encoding::{
+    core14_name, core14_width, glyph_to_unicode, symbolic_builtin, symbolic_to_unicode, BaseEncoding,
+};
 
 /// One code of a shown string.
 #[derive(Debug, Clone)]
@@ -211,6 +213,7 @@ impl Font {
         } else {
             None
         };
+        let explicit_base = base.is_some();
         let base = base.unwrap_or(if subtype == b"TrueType" && !symbolic {
             BaseEncoding::WinAnsi
         } else {
@@ -221,7 +224,11 @@ impl Font {
         for code in 0..256 {
             names[code] = match &builtin {
                 Some(b) => b.get(&(code as u8)).cloned(),
-                None if symbol_font => None,
+                // Symbol and ZapfDingbats have their own built-in encoding
+                // (Greek, math, arrows, bullets), not Standard's Latin.
+                None if symbol_font && !explicit_base => {
+                    core.and_then(|c| symbolic_builtin(c, code as u8)).map(str::to_string)
+                }
                 None => base_names[code].map(str::to_string),
             };
         }
@@ -243,7 +250,10 @@ impl Font {
         let mut codes: Box<[Option<String>; 256]> = Box::new(std::array::from_fn(|_| None));
         for code in 0..256 {
             codes[code] = match &names[code] {
-                Some(name) => glyph_to_unicode(name).or_else(|| numeric_glyph_name(name)),
+                Some(name) => core
+                    .and_then(|c| symbolic_to_unicode(c, name))
+                    .or_else(|| glyph_to_unicode(name))
+                    .or_else(|| numeric_glyph_name(name)),
                 // Symbolic TrueType without an encoding: codes are often
                 // (Mac/Win) Latin text; take them as Latin-1.
                 None if symbolic && !symbol_font && (32..127).contains(&code) => Some((code as u8 as char).to_string()),

@@ -16,6 +16,7 @@ mod encoding;
 pub mod f1;
 mod font;
 mod interp;
+mod symbolic;
 mod tables;
 
 use std::collections::HashSet;

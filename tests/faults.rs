@@ -182,18 +182,8 @@ async fn a_worker_paused_past_its_lease_writes_nothing_when_it_wakes() {
     let (doc, job_id) = a.upload_one(&token, "paused.txt", doc_text(1)).await;
     let pool = a.db().await;
     // A is inside the embedding stage (hanging) when it is frozen.
-    let start = Instant::now();
-    loop {
-        let (_, job) = a.get_json(&token, &format!("/api/v1/jobs/{job_id}")).await;
-        if job["stage"] == "embedding" {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "never reached embedding: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    a.wait_stage(&token, &job_id, "embedding", Duration::from_secs(20))
+        .await;
     Command::new("kill")
         .args(["-STOP", &a.pid().to_string()])
         .status()
@@ -483,18 +473,8 @@ async fn a_hung_stage_is_caught_by_the_watchdog_and_requeued() {
     // The first job to reach embedding hangs (once); a second one, uploaded
     // after it, runs normally and must not be called stalled.
     let (_, job_id) = d.upload_one(&token, "hangs.txt", doc_text(3)).await;
-    let start = Instant::now();
-    loop {
-        let (_, job) = d.get_json(&token, &format!("/api/v1/jobs/{job_id}")).await;
-        if job["stage"] == "embedding" {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "never reached embedding: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    d.wait_stage(&token, &job_id, "embedding", Duration::from_secs(30))
+        .await;
     let (_, waiting_job) = d.upload_one(&token, "runs-normally.txt", doc_text(2)).await;
     let other = d.wait_job(&token, &waiting_job, Duration::from_secs(30)).await;
     assert_eq!(other["stage"], "completed");
@@ -560,18 +540,7 @@ async fn an_upload_that_waited_past_its_redis_ttl_still_completes() {
     let token = d.token(user);
     // The only worker slot is busy for 4 s ...
     let (_, first) = d.upload_one(&token, "busy.txt", doc_text(1)).await;
-    let start = Instant::now();
-    loop {
-        let (_, job) = d.get_json(&token, &format!("/api/v1/jobs/{first}")).await;
-        if job["stage"] == "embedding" {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "never reached embedding: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    d.wait_stage(&token, &first, "embedding", Duration::from_secs(30)).await;
     // ... so the next upload waits in the queue past its 1 s job-key TTL.
     let (_, waiting) = d.upload_one(&token, "waits.txt", doc_text(2)).await;
     let mut redis = d.redis().await;
@@ -645,15 +614,8 @@ async fn cancel_stops_queued_and_running_jobs_within_a_second() {
     let token = d.token(user);
     let (_, running) = d.upload_one(&token, "runs.txt", doc_text(5)).await;
     let (_, queued) = d.upload_one(&token, "waits.txt", doc_text(6)).await;
-    let start = Instant::now();
-    loop {
-        let (_, job) = d.get_json(&token, &format!("/api/v1/jobs/{running}")).await;
-        if job["stage"] == "chunking" {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    d.wait_stage(&token, &running, "chunking", Duration::from_secs(20))
+        .await;
     let other = d.token(Uuid::new_v4());
     assert_eq!(
         d.post_json(&other, &format!("/api/v1/jobs/{queued}/cancel"), &json!({}))
@@ -703,15 +665,8 @@ async fn sigterm_drains_running_jobs_and_closes_sockets_with_1001() {
     let token = d.token(user);
     let mut ws = d.ws(user, &token).await;
     let (_, job_id) = d.upload_one(&token, "drain.txt", doc_text(7)).await;
-    let start = Instant::now();
-    loop {
-        let (_, job) = d.get_json(&token, &format!("/api/v1/jobs/{job_id}")).await;
-        if job["stage"] == "embedding" {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    d.wait_stage(&token, &job_id, "embedding", Duration::from_secs(20))
+        .await;
     let t = Instant::now();
     let status = d.terminate(Duration::from_secs(20)).expect("exited");
     assert!(status.success(), "clean exit: {status:?}");

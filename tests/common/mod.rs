@@ -351,6 +351,20 @@ impl Daemon {
     }
 
     /// Polls the job until it is completed or failed.
+    /// Waits until the job is in `stage` (say, hanging there by an injected
+    /// fault); returns the job.
+    pub async fn wait_stage(&self, token: &str, job_id: &str, stage: &str, timeout: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let (_, job) = self.get_json(token, &format!("/api/v1/jobs/{job_id}")).await;
+            if job["stage"] == stage {
+                return job;
+            }
+            assert!(start.elapsed() < timeout, "job {job_id} never reached {stage}: {job}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn wait_job(&self, token: &str, job_id: &str, timeout: Duration) -> Value {
         let start = Instant::now();
         loop {

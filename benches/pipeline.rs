@@ -59,6 +59,10 @@ fn run_provider(provider: &str) {
         .env("DOCULEARN_HTTP__LISTEN", "127.0.0.1:0")
         .env("DOCULEARN_EMBEDDING__PROVIDER", provider)
         .env("DOCULEARN_EMBEDDING__MODEL_DIR", &model_dir)
+        .env(
+            "DOCULEARN_EMBEDDING__OPENVINO_DIR",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(".local/openvino"),
+        )
         .env("DOCULEARN_QUEUE__MAX_JOBS", "4")
         .env("DOCULEARN_QUEUE__POLL_INTERVAL_MS", "20")
         .env("RUST_LOG", "warn")

@@ -11,6 +11,7 @@ cargo build --release --quiet --bin doculearn
 
 export DOCULEARN_AUTH__JWT_SECRET="${DOCULEARN_AUTH__JWT_SECRET:-$(cat .local/jwt-secret)}"
 export DOCULEARN_EMBEDDING__MODEL_DIR="${DOCULEARN_EMBEDDING__MODEL_DIR:-$PWD/.local/models/all-MiniLM-L6-v2}"
+export DOCULEARN_EMBEDDING__OPENVINO_DIR="${DOCULEARN_EMBEDDING__OPENVINO_DIR:-$PWD/.local/openvino}"
 export DOCULEARN_HTTP__DEV_MODE="${DOCULEARN_HTTP__DEV_MODE:-true}"
 bin=target/release/doculearn
 

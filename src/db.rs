@@ -738,15 +738,68 @@ pub async fn ensure_model(pool: &PgPool, name: &str, dimension: usize) -> Result
     .await
 }
 
-/// Creates the model's partial HNSW index when it is missing.
+/// Id of the engine label (see `embedding_engines`), registering it on first use.
+pub async fn ensure_engine(pool: &PgPool, label: &str) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO embedding_engines (label) VALUES ($1) \
+         ON CONFLICT (label) DO UPDATE SET label = EXCLUDED.label RETURNING id",
+    )
+    .bind(label)
+    .fetch_one(pool)
+    .await
+}
+
+/// Creates the model's partial HNSW index (indexed rows only) when it is missing.
 pub async fn ensure_vector_index(pool: &PgPool, model_id: i32, dimension: usize) -> Result<(), sqlx::Error> {
     let sql = format!(
         "CREATE INDEX IF NOT EXISTS chunks_embedding_m{model_id}_hnsw ON chunks \
-         USING hnsw ((embedding::vector({dimension})) vector_cosine_ops) WHERE model_id = {model_id}"
+         USING hnsw ((embedding::vector({dimension})) vector_cosine_ops) WHERE model_id = {model_id} AND indexed"
     );
     // Integers only: model_id comes from the database, dimension from typed config.
     sqlx::query(AssertSqlSafe(sql)).execute(pool).await?;
     Ok(())
+}
+
+/// What the indexer found to do.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IndexBacklog {
+    /// Rows waiting to enter the ANN index.
+    pub rows: i64,
+    /// Age of the oldest of them, in seconds.
+    pub oldest_secs: f64,
+    /// Whether any job is between downloading and storing, on any instance.
+    pub busy: bool,
+}
+
+pub async fn index_backlog(pool: &PgPool) -> Result<IndexBacklog, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT (SELECT count(*) FROM chunks WHERE NOT indexed) AS rows, \
+                COALESCE(EXTRACT(EPOCH FROM now() - (SELECT min(d.updated_at) FROM documents d \
+                    WHERE d.id IN (SELECT document_id FROM chunks WHERE NOT indexed))), 0)::float8 AS oldest, \
+                EXISTS (SELECT 1 FROM job_progress WHERE stage IN \
+                    ('downloading', 'extracting', 'chunking', 'embedding', 'storing')) AS busy",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(IndexBacklog {
+        rows: row.try_get("rows")?,
+        oldest_secs: row.try_get("oldest")?,
+        busy: row.try_get("busy")?,
+    })
+}
+
+/// Moves up to `limit` of the oldest not-yet-indexed rows into the ANN
+/// index (one short transaction; rows another instance is indexing are
+/// skipped). Returns how many moved.
+pub async fn index_some(pool: &PgPool, limit: i64) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE chunks SET indexed = true WHERE id IN ( \
+             SELECT id FROM chunks WHERE NOT indexed ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(limit)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// One search hit.
@@ -760,8 +813,10 @@ pub struct SearchHit {
     pub score: f64,
 }
 
-/// The caller's best chunks by cosine similarity, through the model's HNSW
-/// index with pgvector's iterative scan so the owner filter cannot starve it.
+/// The caller's best chunks by cosine similarity: the model's HNSW index
+/// (with pgvector's iterative scan, so the owner filter cannot starve it)
+/// for indexed rows, an exact scan for the caller's rows still waiting for
+/// the indexer, merged by distance.
 pub async fn search(
     pool: &PgPool,
     owner: Uuid,
@@ -776,16 +831,30 @@ pub async fn search(
         .execute(&mut *tx)
         .await?;
     sqlx::query("SET LOCAL hnsw.ef_search = 100").execute(&mut *tx).await?;
+    // model_id and dimension are integers written into the text (from the
+    // database and from typed config), so the planner can match the
+    // partial indexes, whose predicates name them.
     let sql = format!(
-        "SELECT c.document_id, d.name, c.chunk_index, c.page, c.content, \
-                1 - (c.embedding::vector({dimension}) <=> $1::vector({dimension})) AS score \
-         FROM chunks c JOIN documents d ON d.id = c.document_id \
-         WHERE c.model_id = $2 AND d.owner_id = $3 AND ($5::uuid[] IS NULL OR c.document_id = ANY($5)) \
-         ORDER BY c.embedding::vector({dimension}) <=> $1::vector({dimension}) LIMIT $4"
+        "WITH indexed AS ( \
+           SELECT c.document_id, d.name, c.chunk_index, c.page, c.content, \
+                  c.embedding::vector({dimension}) <=> $1::vector({dimension}) AS distance \
+           FROM chunks c JOIN documents d ON d.id = c.document_id \
+           WHERE c.model_id = {model_id} AND c.indexed AND d.owner_id = $2 \
+             AND ($4::uuid[] IS NULL OR c.document_id = ANY($4)) \
+           ORDER BY c.embedding::vector({dimension}) <=> $1::vector({dimension}) LIMIT $3), \
+         recent AS ( \
+           SELECT c.document_id, d.name, c.chunk_index, c.page, c.content, \
+                  c.embedding::vector({dimension}) <=> $1::vector({dimension}) AS distance \
+           FROM documents d JOIN chunks c ON c.document_id = d.id AND NOT c.indexed \
+           WHERE c.model_id = {model_id} AND d.owner_id = $2 \
+             AND ($4::uuid[] IS NULL OR c.document_id = ANY($4)) \
+           ORDER BY distance LIMIT $3) \
+         SELECT document_id, name, chunk_index, page, content, 1 - distance AS score \
+         FROM (SELECT * FROM indexed UNION ALL SELECT * FROM recent) hits \
+         ORDER BY distance, document_id, chunk_index LIMIT $3"
     );
     let rows = sqlx::query(AssertSqlSafe(sql))
         .bind(query)
-        .bind(model_id)
         .bind(owner)
         .bind(k)
         .bind(document_ids)

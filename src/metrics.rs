@@ -11,6 +11,10 @@
 //! | `jobs_total` | counter | `outcome` (completed, failed, retried) |
 //! | `embedding_request_duration_seconds` | histogram | `provider` |
 //! | `embedding_batch_size` | histogram | `provider` |
+//! | `embedding_forward_duration_seconds` | histogram | |
+//! | `embedding_forward_batch_size` | histogram | |
+//! | `embedding_queue_texts` | gauge | |
+//! | `index_backlog_rows` | gauge | |
 //! | `websocket_connections` | gauge | |
 //! | `websocket_messages_sent_total` | counter | |
 //! | `websocket_connection_duration_seconds` | histogram | |
@@ -38,7 +42,7 @@ pub fn install() -> PrometheusHandle {
                 )
                 .and_then(|b| {
                     b.set_buckets_for_metric(
-                        Matcher::Full("embedding_batch_size".into()),
+                        Matcher::Suffix("batch_size".into()),
                         &[
                             1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0,
                         ],
@@ -62,9 +66,26 @@ pub fn install() -> PrometheusHandle {
             describe_histogram!(
                 "embedding_request_duration_seconds",
                 Unit::Seconds,
-                "Latency of one embedding request or local batch"
+                "Latency of one embedding request (a batch of a document's chunks, or a query)"
             );
             describe_histogram!("embedding_batch_size", "Texts per embedding request");
+            describe_histogram!(
+                "embedding_forward_duration_seconds",
+                Unit::Seconds,
+                "One forward pass of the local model (texts of one or several documents)"
+            );
+            describe_histogram!(
+                "embedding_forward_batch_size",
+                "Texts per forward pass of the local model"
+            );
+            describe_gauge!(
+                "embedding_queue_texts",
+                "Texts waiting for the local model, from all jobs and searches"
+            );
+            describe_gauge!(
+                "index_backlog_rows",
+                "Stored chunks not yet in the ANN index (search scans them exactly)"
+            );
             describe_gauge!("websocket_connections", "Open progress sockets");
             describe_counter!("websocket_messages_sent_total", "Messages sent to progress sockets");
             describe_histogram!(
@@ -104,6 +125,20 @@ pub fn queue_depth(n: i64) {
 pub fn embedding(provider: &'static str, secs: f64, batch: usize) {
     histogram!("embedding_request_duration_seconds", "provider" => provider).record(secs);
     histogram!("embedding_batch_size", "provider" => provider).record(batch as f64);
+}
+
+/// One forward pass of the local model's pool.
+pub fn embedding_forward(secs: f64, texts: usize) {
+    histogram!("embedding_forward_duration_seconds").record(secs);
+    histogram!("embedding_forward_batch_size").record(texts as f64);
+}
+
+pub fn embedding_queue(texts: usize) {
+    gauge!("embedding_queue_texts").set(texts as f64);
+}
+
+pub fn index_backlog(rows: i64) {
+    gauge!("index_backlog_rows").set(rows as f64);
 }
 
 pub fn socket_opened() {

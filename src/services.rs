@@ -25,6 +25,8 @@ pub struct Services {
     pub embedder: Arc<dyn Embedder>,
     /// `embedding_models.id` of the configured model.
     pub model_id: i32,
+    /// `embedding_engines.id` of what computes its vectors here.
+    pub engine_id: i32,
     /// `None`: extract in-process (tests of the stage itself, benchmarks).
     pub sandbox: Option<Sandbox>,
     pub limits: Limits,
@@ -46,6 +48,13 @@ impl Services {
     /// An owning handle on these services (for spawned tasks).
     pub fn myself(&self) -> Option<Arc<Services>> {
         self.me.upgrade()
+    }
+
+    pub fn model_ids(&self) -> crate::pipeline::store::ModelIds {
+        crate::pipeline::store::ModelIds {
+            model_id: self.model_id,
+            engine_id: self.engine_id,
+        }
     }
 
     pub fn min_event_interval(&self) -> Duration {

@@ -80,6 +80,7 @@ impl Application {
         let embedder = embed::build(&settings)?;
         let model_id = db::ensure_model(&pool, embedder.model(), embedder.dimension()).await?;
         db::ensure_vector_index(&pool, model_id, embedder.dimension()).await?;
+        let engine_id = db::ensure_engine(&pool, embedder.engine()).await?;
         let sandbox = if settings.pipeline.extract_in_subprocess {
             Some(Sandbox {
                 exe: std::env::current_exe().context("cannot find our own executable for the extraction worker")?,
@@ -100,6 +101,7 @@ impl Application {
             redis,
             embedder,
             model_id,
+            engine_id,
             sandbox,
             settings: settings.clone(),
         });

@@ -399,19 +399,29 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
                     Stage::Embedding,
                     0.40,
                     "Starting embedding generation",
-                    json!({ "chunk": 0, "chunks": total, "model": s.embedder.model() }),
+                    json!({ "chunk": 0, "chunks": total, "model": s.embedder.model(), "engine": s.embedder.engine() }),
                 )
                 .await?;
             s.faults.maybe_hang(Stage::Embedding, &job_id).await;
             let batch = s.embedder.batch_size().max(1);
             let mut vectors = Vec::with_capacity(total);
-            let texts: Vec<String> = state.chunks.iter().map(|c| c.text.clone()).collect();
+            let pieces: Vec<Vec<String>> = state
+                .chunks
+                .chunks(batch)
+                .map(|piece| piece.iter().map(|c| c.text.clone()).collect())
+                .collect();
             let max_retries = s.settings.embedding.max_retries;
-            for piece in texts.chunks(batch) {
+            let submit = |piece: &Vec<String>| s.embedder.clone().submit(piece.clone());
+            // One batch ahead: the local pool already holds the next batch
+            // while this one is awaited, so its workers never wait for us.
+            let mut ahead = pieces.first().map(submit);
+            for (k, piece) in pieces.iter().enumerate() {
                 let mut tries = 0u32;
+                let mut pending = ahead.take().expect("each batch is submitted before it is awaited");
+                ahead = pieces.get(k + 1).map(submit);
                 let out = loop {
                     let started = std::time::Instant::now();
-                    let answer = s.embedder.embed(piece).await;
+                    let answer = pending.await;
                     crate::metrics::embedding(provider_label(s), started.elapsed().as_secs_f64(), piece.len());
                     match answer {
                         Ok(out) => break out,
@@ -436,6 +446,7 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
                             )
                             .await?;
                             tokio::time::sleep(wait).await;
+                            pending = submit(piece);
                         }
                     }
                 };
@@ -474,7 +485,7 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
                 &job_id,
                 attempt,
                 document_id,
-                s.model_id,
+                s.model_ids(),
                 &state.chunks,
                 &state.vectors,
                 pages,
@@ -497,12 +508,13 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
             reporter(state)
                 .completed(
                     "Document processing completed successfully",
-                    json!({ "chunks": n, "pages": pages, "elapsed_ms": elapsed_ms }),
+                    json!({ "chunks": n, "pages": pages, "elapsed_ms": elapsed_ms,
+                            "model": s.embedder.model(), "engine": s.embedder.engine() }),
                 )
                 .await?;
             let document_id = state.source.as_ref().expect("begin ran").id;
             tracing::info!(job_id = %job_id, document_id = %document_id, chunks = n, elapsed_ms, "job completed");
-            let r = result_dict(document_id, n as i64, pages.map(i64::from), s.embedder.model());
+            let r = result_dict(document_id, n as i64, pages.map(i64::from), s);
             jobs::arq_finish(s, &state.args.claimed, Some(&state.args.job), state.start_ms, true, r).await;
             Ok(Next::Done)
         }
@@ -523,12 +535,13 @@ fn reporter(state: &mut DocumentState) -> &mut Reporter {
 }
 
 /// The job's return value as arq's client sees it: a plain dict.
-fn result_dict(document_id: Uuid, chunks: i64, pages: Option<i64>, model: &str) -> PyValue {
+fn result_dict(document_id: Uuid, chunks: i64, pages: Option<i64>, s: &Services) -> PyValue {
     PyValue::Dict(vec![
         (PyValue::str("document_id"), PyValue::Str(document_id.to_string())),
         (PyValue::str("chunks"), PyValue::Int(chunks)),
         (PyValue::str("pages"), pages.map(PyValue::Int).unwrap_or(PyValue::None)),
-        (PyValue::str("model"), PyValue::str(model)),
+        (PyValue::str("model"), PyValue::str(s.embedder.model())),
+        (PyValue::str("engine"), PyValue::str(s.embedder.engine())),
     ])
 }
 
@@ -545,7 +558,7 @@ fn success_result(document_id: Uuid, source: &DocumentSource, view: &db::JobView
         .and_then(|d| d.get("pages"))
         .and_then(|p| p.as_i64());
     let _ = source;
-    result_dict(document_id, chunks, pages, s.embedder.model())
+    result_dict(document_id, chunks, pages, s)
 }
 
 fn human_bytes(n: usize) -> String {

@@ -1,6 +1,7 @@
 //! The ractor supervision tree (see `actors.md` and `supervisor.rs`).
 
 pub mod document;
+pub mod indexer;
 pub mod queue_poller;
 pub mod relay;
 pub mod session;

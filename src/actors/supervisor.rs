@@ -4,6 +4,7 @@
 //! Supervisor
 //! ├── QueuePoller          (one; restarted with backoff)
 //! ├── Watchdog             (one; stall check + reconciler on a timer; restarted with backoff)
+//! ├── Indexer              (one; moves stored chunks into the ANN index in the background)
 //! ├── ProgressRelay        (one; Redis pub/sub → sessions and control; restarted with backoff)
 //! ├── DocumentActor × N    (one per running job; a crash restarts the job as a new attempt)
 //! └── SessionActor × U     (one per connected user; fans events out to that user's sockets)
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::document::{DocumentActor, DocumentArgs};
+use super::indexer::{Indexer, IndexerArgs};
 use super::queue_poller::{PollerArgs, QueuePoller};
 use super::relay::{ProgressRelay, RelayArgs};
 use super::session::{SessionActor, SessionArgs, SessionMsg, SocketHandle};
@@ -96,6 +98,7 @@ pub enum ChildKind {
     Poller,
     Relay,
     Watchdog,
+    Indexer,
 }
 
 pub struct SupervisorArgs {
@@ -157,6 +160,18 @@ impl Supervisor {
                     None,
                     Watchdog,
                     WatchdogArgs {
+                        services: state.services.clone(),
+                    },
+                    myself.get_cell(),
+                )
+                .await?;
+                r.get_cell()
+            }
+            ChildKind::Indexer => {
+                let (r, _) = Actor::spawn_linked(
+                    None,
+                    Indexer,
+                    IndexerArgs {
                         services: state.services.clone(),
                     },
                     myself.get_cell(),
@@ -401,6 +416,7 @@ impl Actor for Supervisor {
         if state.worker {
             Self::spawn_child(&myself, state, ChildKind::Poller).await?;
             Self::spawn_child(&myself, state, ChildKind::Watchdog).await?;
+            Self::spawn_child(&myself, state, ChildKind::Indexer).await?;
         }
         Ok(())
     }

@@ -3,6 +3,10 @@
 //! document's previous chunks are deleted in the same transaction. Fenced: the
 //! transaction first locks the job row and checks the attempt, so a stale
 //! worker cannot replace the current owner's chunks.
+//!
+//! Rows go in with `indexed = false`, outside the HNSW index, so COPY runs
+//! at table speed; search finds them by exact scan until the indexer actor
+//! moves them into the index (see the migration `engines_deferred_index`).
 
 use std::fmt::Write as _;
 
@@ -29,7 +33,7 @@ fn escape_copy(s: &str, out: &mut String) {
 }
 
 /// COPY text rows for the chunks.
-pub fn copy_rows(document_id: Uuid, model_id: i32, chunks: &[Chunk], vectors: &[Vec<f32>]) -> String {
+pub fn copy_rows(document_id: Uuid, model: ModelIds, chunks: &[Chunk], vectors: &[Vec<f32>]) -> String {
     let mut out = String::with_capacity(chunks.iter().map(|c| c.text.len() + 4096).sum());
     for (chunk, vector) in chunks.iter().zip(vectors) {
         let _ = write!(out, "{document_id}\t{}\t", chunk.index);
@@ -40,7 +44,7 @@ pub fn copy_rows(document_id: Uuid, model_id: i32, chunks: &[Chunk], vectors: &[
             }
             None => out.push_str("\t\\N"),
         }
-        let _ = write!(out, "\t{model_id}\t[");
+        let _ = write!(out, "\t{}\t{}\t[", model.model_id, model.engine_id);
         for (i, x) in vector.iter().enumerate() {
             if i > 0 {
                 out.push(',');
@@ -52,6 +56,15 @@ pub fn copy_rows(document_id: Uuid, model_id: i32, chunks: &[Chunk], vectors: &[
     out
 }
 
+/// Which model's vectors these are, and which engine computed them.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelIds {
+    /// `embedding_models.id`
+    pub model_id: i32,
+    /// `embedding_engines.id`
+    pub engine_id: i32,
+}
+
 /// Replaces the document's chunks with these, if `attempt` still owns the job.
 #[allow(clippy::too_many_arguments)]
 pub async fn store(
@@ -59,12 +72,12 @@ pub async fn store(
     job_id: &str,
     attempt: i32,
     document_id: Uuid,
-    model_id: i32,
+    model: ModelIds,
     chunks: &[Chunk],
     vectors: &[Vec<f32>],
     pages: Option<u32>,
 ) -> Result<(), StageError> {
-    let rows = copy_rows(document_id, model_id, chunks, vectors);
+    let rows = copy_rows(document_id, model, chunks, vectors);
     let mut tx = pool.begin().await?;
     if !db::lock_attempt(&mut tx, job_id, attempt).await? {
         return Err(StageError::Fenced);
@@ -75,7 +88,9 @@ pub async fn store(
         .await?;
     {
         let mut copy = tx
-            .copy_in_raw("COPY chunks (document_id, chunk_index, content, page, model_id, embedding) FROM STDIN")
+            .copy_in_raw(
+                "COPY chunks (document_id, chunk_index, content, page, model_id, engine_id, embedding) FROM STDIN",
+            )
             .await?;
         // Send in pieces of about 1 MiB so a big document does not double its memory in one buffer.
         let bytes = rows.as_bytes();
@@ -112,7 +127,11 @@ mod tests {
             text: "a\tb\nc\\d\0e".into(),
             page: None,
         }];
-        let rows = copy_rows(id, 1, &chunks, &[vec![0.5, -1.0]]);
-        assert_eq!(rows, format!("{id}\t0\ta\\tb\\nc\\\\de\t\\N\t1\t[0.5,-1]\n"));
+        let ids = ModelIds {
+            model_id: 1,
+            engine_id: 3,
+        };
+        let rows = copy_rows(id, ids, &chunks, &[vec![0.5, -1.0]]);
+        assert_eq!(rows, format!("{id}\t0\ta\\tb\\nc\\\\de\t\\N\t1\t3\t[0.5,-1]\n"));
     }
 }

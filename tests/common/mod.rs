@@ -62,6 +62,12 @@ pub fn model_dir() -> PathBuf {
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join(".local/models/all-MiniLM-L6-v2"))
 }
 
+pub fn openvino_dir() -> PathBuf {
+    std::env::var("DOCULEARN_OPENVINO_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join(".local/openvino"))
+}
+
 /// Options for one daemon.
 #[derive(Clone)]
 pub struct Opts {
@@ -175,6 +181,10 @@ impl Daemon {
             (
                 "DOCULEARN_EMBEDDING__MODEL_DIR".into(),
                 model_dir().display().to_string(),
+            ),
+            (
+                "DOCULEARN_EMBEDDING__OPENVINO_DIR".into(),
+                openvino_dir().display().to_string(),
             ),
             ("DOCULEARN_QUEUE__POLL_INTERVAL_MS".into(), "50".into()),
             ("DOCULEARN_QUEUE__SHUTDOWN_GRACE_SECS".into(), "3".into()),

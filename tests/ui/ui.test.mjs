@@ -143,7 +143,12 @@ test("the socket dies mid-job (daemon killed and restarted): the card still reac
 });
 
 test("a real PDF: the card moves through every stage to 100 % with a success toast", { timeout: 180_000 }, async () => {
-  const name = "jacow-latex-a4.pdf";
+  // A short paper first (the search test looks for it), then the corpus's
+  // biggest manual (1,100 chunks): long enough in embedding for the page to
+  // be seen mid-way however fast the model runs.
+  await uploadFiles(join(CORPUS, "jacow-latex-a4.pdf"));
+  await card("jacow-latex-a4.pdf").locator(".badge", { hasText: "completed" }).waitFor({ timeout: 120_000 });
+  const name = "gnuplot-manual.pdf";
   await uploadFiles(join(CORPUS, name));
   const c = card(name);
   await c.waitFor();
@@ -163,6 +168,7 @@ test("a real PDF: the card moves through every stage to 100 % with a success toa
     if (p === 100) break;
     await page.waitForTimeout(100);
   }
+  assert.ok(midShot, `the bar was seen mid-way through embedding (saw ${[...new Set(seen)].join(", ")})`);
   for (let i = 1; i < seen.length; i++) {
     assert.ok(seen[i] >= seen[i - 1], `the bar went back from ${seen[i - 1]} to ${seen[i]}`);
   }
@@ -235,7 +241,8 @@ test("Cancel stops a queued or running job", { timeout: 60_000 }, async () => {
   // or early in its run when Cancel is pressed.
   const files = Array.from({ length: 6 }, (_, i) => ({
     name: `bulk-${i}.txt`, mimeType: "text/plain",
-    buffer: Buffer.from(`Bulk text ${i}. `.repeat(1500)),
+    // About 350 chunks each: seconds of work for the workers however fast the model runs.
+    buffer: Buffer.from(`Bulk text ${i}. `.repeat(20000)),
   }));
   await uploadFiles(files);
   const last = card("bulk-5.txt");

@@ -1,8 +1,10 @@
-//! Embedding speed on this machine: 1000-character chunks of a real manual
-//! (the corpus's gnuplot manual, 200-character overlap, as the daemon cuts
-//! them) and short sentences, at several sub-batch sizes; peak RSS.
+//! Each engine's speed on this machine, without the daemon: 1000-character
+//! chunks of a real manual (the corpus's gnuplot manual, 200-character
+//! overlap, as the daemon cuts them) and short sentences, at several
+//! sub-batch sizes; peak RSS. For the comparison with PyTorch, see
+//! `cargo bench --bench embedding` in the workspace root.
 //!
-//!     cargo run --release -p minilm --example bench [MODEL_DIR]
+//!     cargo run --release -p minilm --example bench [MODEL_DIR] [candle|f32|bf16]
 
 use std::time::Instant;
 
@@ -19,6 +21,7 @@ fn main() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dir = std::env::args()
         .nth(1)
+        .filter(|a| !a.is_empty())
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| root.join(".local/models/all-MiniLM-L6-v2"));
     let corpus = std::env::var("DOCULEARN_CORPUS")
@@ -36,9 +39,26 @@ fn main() {
         .take(400)
         .map(str::to_string)
         .collect();
+    let options = match std::env::args().nth(2).as_deref() {
+        Some("candle") => minilm::Options::candle(),
+        other => minilm::Options {
+            engine: minilm::EngineChoice::OpenVino,
+            precision: if other == Some("f32") {
+                minilm::Precision::F32
+            } else {
+                minilm::Precision::Bf16
+            },
+            ..minilm::Options::new(root.join(".local/openvino"))
+        },
+    };
     let t = Instant::now();
-    let mut model = minilm::MiniLm::load(&dir, 256).expect("load");
-    println!("load: {:.2} s", t.elapsed().as_secs_f64());
+    let mut model = minilm::MiniLm::load(&dir, &options).expect("load");
+    println!(
+        "load: {:.2} s, engine {}, {} lanes",
+        t.elapsed().as_secs_f64(),
+        model.engine().label(),
+        model.lanes()
+    );
     println!(
         "threads: {}",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)

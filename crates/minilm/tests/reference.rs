@@ -1,9 +1,10 @@
 //! Our vectors against an independent numpy implementation of the same
-//! model (tests/fixtures/reference.py), and a semantic sanity check.
+//! model (tests/fixtures/reference.py), on both engines, and a semantic
+//! sanity check.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use minilm::MiniLm;
+use minilm::{EngineChoice, MiniLm, Options, Precision};
 
 fn model_dir() -> PathBuf {
     let dir = std::env::var("DOCULEARN_MODEL_DIR")
@@ -17,6 +18,23 @@ fn model_dir() -> PathBuf {
     dir
 }
 
+fn openvino_dir() -> PathBuf {
+    std::env::var("DOCULEARN_OPENVINO_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.local/openvino"))
+}
+
+/// OpenVINO at `precision`, required (the setup installs it).
+fn openvino(precision: Precision) -> MiniLm {
+    let options = Options {
+        engine: EngineChoice::OpenVino,
+        precision,
+        cache_dir: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("minilm-ir")),
+        ..Options::new(openvino_dir())
+    };
+    MiniLm::load(&model_dir(), &options).expect("OpenVINO loads (scripts/install-openvino.sh)")
+}
+
 fn cos(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
@@ -27,9 +45,9 @@ struct Reference {
     vector: Vec<f32>,
 }
 
-#[test]
-fn vectors_match_an_independent_numpy_forward_pass() {
-    let model = MiniLm::load(&model_dir(), 256).expect("model loads");
+/// Every reference vector within `min_cos` of ours; batching and padding
+/// do not change a text's vector.
+fn check_against_numpy(model: &MiniLm, min_cos: f32) {
     assert_eq!(model.dimension(), 384);
     let refs: Vec<Reference> = serde_json::from_str(include_str!("fixtures/reference.json")).expect("fixture parses");
     let texts: Vec<&str> = refs.iter().map(|r| r.text.as_str()).collect();
@@ -37,18 +55,71 @@ fn vectors_match_an_independent_numpy_forward_pass() {
     for (r, v) in refs.iter().zip(&ours) {
         assert_eq!(v.len(), 384);
         let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        assert!((norm - 1.0).abs() < 1e-4, "normalised: {norm}");
+        assert!((norm - 1.0).abs() < 1e-3, "normalised: {norm}");
         let c = cos(v, &r.vector);
-        assert!(c >= 0.9999, "cosine {c} for {:?}", &r.text[..r.text.len().min(40)]);
+        assert!(
+            c >= min_cos,
+            "{}: cosine {c} for {:?}",
+            model.engine().label(),
+            &r.text[..r.text.len().min(40)]
+        );
     }
-    // Batching and padding do not change a text's vector.
     let alone = model.embed(&[texts[0]]).unwrap();
-    assert!(cos(&alone[0], &ours[0]) > 0.99999);
+    assert!(cos(&alone[0], &ours[0]) > min_cos.min(0.99999));
+    let one_lane = model.embed_on(0, &texts).unwrap();
+    for (a, b) in one_lane.iter().zip(&ours) {
+        assert!(cos(a, b) > 0.9999, "lanes agree");
+    }
+}
+
+#[test]
+fn candle_matches_an_independent_numpy_forward_pass() {
+    let model = MiniLm::load(&model_dir(), &Options::candle()).expect("model loads");
+    assert_eq!(model.engine().name, "candle");
+    assert!(model.fallback_reason().is_none());
+    check_against_numpy(&model, 0.9999);
+}
+
+#[test]
+fn openvino_f32_matches_an_independent_numpy_forward_pass() {
+    let model = openvino(Precision::F32);
+    assert_eq!(model.engine().name, "openvino");
+    assert_eq!(model.engine().precision, Precision::F32);
+    check_against_numpy(&model, 0.9999);
+}
+
+#[test]
+fn openvino_bf16_stays_within_the_fidelity_bound() {
+    let model = openvino(Precision::Bf16);
+    assert_eq!(model.engine().label(), "openvino-2026.4.1/bf16");
+    assert!(model.lanes() >= 1);
+    check_against_numpy(&model, 0.995);
+}
+
+#[test]
+fn auto_falls_back_to_candle_and_says_why() {
+    let options = Options {
+        cache_dir: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("minilm-ir")),
+        ..Options::new("/nonexistent/openvino")
+    };
+    let model = MiniLm::load(&model_dir(), &options).expect("falls back");
+    assert_eq!(model.engine().name, "candle");
+    let reason = model.fallback_reason().expect("a reason");
+    assert!(reason.contains("OpenVINO is not available"), "{reason}");
+    assert!(reason.contains("/nonexistent/openvino"), "{reason}");
+    check_against_numpy(&model, 0.9999);
+    // Asked for OpenVINO explicitly: an error instead.
+    let strict = Options {
+        engine: EngineChoice::OpenVino,
+        ..options
+    };
+    let err = MiniLm::load(&model_dir(), &strict).err().expect("fails");
+    assert!(err.to_string().contains("install-openvino.sh"), "{err}");
 }
 
 #[test]
 fn similar_sentences_are_closer() {
-    let model = MiniLm::load(&model_dir(), 256).unwrap();
+    let model = openvino(Precision::Bf16);
     let v = model
         .embed(&[
             "A man is eating food.",
@@ -66,7 +137,7 @@ fn similar_sentences_are_closer() {
 
 #[test]
 fn a_missing_model_says_how_to_install_it() {
-    let err = MiniLm::load(std::path::Path::new("/nonexistent/model"), 256)
+    let err = MiniLm::load(Path::new("/nonexistent/model"), &Options::candle())
         .err()
         .expect("fails");
     assert!(err.to_string().contains("scripts/install-model.sh"), "{err}");

@@ -62,6 +62,9 @@ impl Embedder for HashEmbedder {
     fn model(&self) -> &str {
         &self.model
     }
+    fn engine(&self) -> &str {
+        "feature-hash"
+    }
     fn dimension(&self) -> usize {
         self.dimension
     }

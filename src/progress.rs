@@ -194,6 +194,30 @@ impl Reporter {
         .await
     }
 
+    /// A `job_progress` event written inside the caller's transaction, so it
+    /// commits with the caller's writes or not at all. Publish it with
+    /// [`Reporter::publish`] once the transaction committed.
+    pub async fn progress_in(
+        &mut self,
+        conn: &mut sqlx::PgConnection,
+        stage: Stage,
+        progress: f64,
+        message: impl Into<String>,
+        details: serde_json::Value,
+    ) -> Result<Recorded, ProgressError> {
+        let mut event = self.event(EventType::JobProgress, stage, progress, message.into(), details, None);
+        let record = self.record(&event, None);
+        event.seq = db::record_event(&mut *conn, &record)
+            .await?
+            .ok_or(ProgressError::Fenced(self.attempt))?;
+        Ok(self.note(event))
+    }
+
+    /// Sends an event recorded with [`Reporter::progress_in`] (after its commit).
+    pub async fn publish(&mut self, recorded: Recorded) -> ProgressEvent {
+        self.after_record(recorded).await
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn emit(
         &mut self,
@@ -205,35 +229,28 @@ impl Reporter {
         details: serde_json::Value,
         error: Option<&str>,
     ) -> Result<ProgressEvent, ProgressError> {
-        // Four decimals: enough for any bar, and 0.40 + 0.45 stays 0.85.
-        let progress = ((progress.clamp(0.0, 1.0) * 10_000.0).round() / 10_000.0).max(self.last_progress);
-        let timestamp = Utc::now();
-        let record = EventRecord {
-            job_id: &self.job_id,
-            attempt: self.attempt,
-            kind,
-            stage,
-            failed_stage,
-            progress,
-            message: &message,
-            details: &details,
-            error,
-            timestamp,
-        };
-        let seq = db::record_event(&self.db, &record)
+        let mut event = self.event(kind, stage, progress, message, details, error);
+        let record = self.record(&event, failed_stage);
+        event.seq = db::record_event(&self.db, &record)
             .await?
             .ok_or(ProgressError::Fenced(self.attempt))?;
-        let previous_stage = self.last_stage;
-        if stage != previous_stage {
-            if Stage::PIPELINE.contains(&previous_stage) {
-                crate::metrics::stage_duration(previous_stage, self.stage_started.elapsed().as_secs_f64());
-            }
-            self.stage_started = Instant::now();
-        }
-        self.last_progress = progress;
-        self.last_stage = stage;
-        self.last_emit = Some(Instant::now());
-        let event = ProgressEvent {
+        let recorded = self.note(event);
+        Ok(self.after_record(recorded).await)
+    }
+
+    /// The event as it will be sent (its `seq` comes from the database).
+    fn event(
+        &self,
+        kind: EventType,
+        stage: Stage,
+        progress: f64,
+        message: String,
+        details: serde_json::Value,
+        error: Option<&str>,
+    ) -> ProgressEvent {
+        // Four decimals: enough for any bar, and 0.40 + 0.45 stays 0.85.
+        let progress = ((progress.clamp(0.0, 1.0) * 10_000.0).round() / 10_000.0).max(self.last_progress);
+        ProgressEvent {
             kind,
             job_id: self.job_id.clone(),
             document_id: self.document_id,
@@ -243,20 +260,61 @@ impl Reporter {
             message,
             details,
             error: error.map(str::to_string),
-            seq,
+            seq: 0,
             attempt: self.attempt,
-            timestamp,
+            timestamp: Utc::now(),
             document_name: self.document_name.clone(),
-        };
+        }
+    }
+
+    fn record<'a>(&'a self, e: &'a ProgressEvent, failed_stage: Option<Stage>) -> EventRecord<'a> {
+        EventRecord {
+            job_id: &self.job_id,
+            attempt: self.attempt,
+            kind: e.kind,
+            stage: e.stage,
+            failed_stage,
+            progress: e.progress,
+            message: &e.message,
+            details: &e.details,
+            error: e.error.as_deref(),
+            timestamp: e.timestamp,
+        }
+    }
+
+    /// Moves the attempt's state on past a recorded event.
+    fn note(&mut self, event: ProgressEvent) -> Recorded {
+        let previous_stage = self.last_stage;
+        if event.stage != previous_stage {
+            if Stage::PIPELINE.contains(&previous_stage) {
+                crate::metrics::stage_duration(previous_stage, self.stage_started.elapsed().as_secs_f64());
+            }
+            self.stage_started = Instant::now();
+        }
+        self.last_progress = event.progress;
+        self.last_stage = event.stage;
+        self.last_emit = Some(Instant::now());
+        Recorded { event, previous_stage }
+    }
+
+    async fn after_record(&mut self, recorded: Recorded) -> ProgressEvent {
+        let Recorded { event, previous_stage } = recorded;
         self.publisher.publish(self.user_id, &event).await;
         // A batch moves when one of its documents changes stage or ends.
         if let Some(batch) = self.batch_id {
-            if stage != previous_stage || stage.is_terminal() {
+            if event.stage != previous_stage || event.stage.is_terminal() {
                 if let Err(e) = crate::batches::refresh(&self.db, &self.publisher, batch).await {
                     tracing::warn!(batch_id = %batch, error = %e, "cannot update the batch's progress");
                 }
             }
         }
-        Ok(event)
+        event
     }
+}
+
+/// An event stored but not yet sent.
+#[must_use = "publish it once its transaction committed"]
+pub struct Recorded {
+    event: ProgressEvent,
+    previous_stage: Stage,
 }

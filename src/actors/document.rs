@@ -26,6 +26,9 @@ use crate::pipeline::{download, store, StageError};
 use crate::progress::Reporter;
 use crate::services::Services;
 
+/// Embedding batches a document keeps submitted beyond the one it awaits.
+const LOOKAHEAD: usize = 2;
+
 /// Everything needed to (re)start the actor; the supervisor keeps a copy to
 /// restart it after a crash.
 #[derive(Clone)]
@@ -412,13 +415,15 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
                 .collect();
             let max_retries = s.settings.embedding.max_retries;
             let submit = |piece: &Vec<String>| s.embedder.clone().submit(piece.clone());
-            // One batch ahead: the local pool already holds the next batch
+            // Batches ahead: the local pool already holds the next ones
             // while this one is awaited, so its workers never wait for us.
-            let mut ahead = pieces.first().map(submit);
+            let mut ahead: std::collections::VecDeque<_> = pieces.iter().take(LOOKAHEAD).map(submit).collect();
             for (k, piece) in pieces.iter().enumerate() {
                 let mut tries = 0u32;
-                let mut pending = ahead.take().expect("each batch is submitted before it is awaited");
-                ahead = pieces.get(k + 1).map(submit);
+                let mut pending = ahead.pop_front().expect("each batch is submitted before it is awaited");
+                if let Some(next) = pieces.get(k + LOOKAHEAD) {
+                    ahead.push_back(submit(next));
+                }
                 let out = loop {
                     let started = std::time::Instant::now();
                     let answer = pending.await;
@@ -477,13 +482,12 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
                 )
                 .await?;
             s.faults.maybe_hang(Stage::Storing, &job_id).await;
-            let attempt = reporter(state).attempt;
             let document_id = state.source.as_ref().expect("begin ran").id;
             let pages = state.extracted.as_ref().and_then(|e| e.pages);
+            let reporter = state.reporter.as_mut().expect("begin created the reporter");
             store::store(
                 &s.db,
-                &job_id,
-                attempt,
+                reporter,
                 document_id,
                 s.model_ids(),
                 &state.chunks,
@@ -491,14 +495,6 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
                 pages,
             )
             .await?;
-            reporter(state)
-                .progress(
-                    Stage::Storing,
-                    0.95,
-                    "Finalizing document processing",
-                    json!({ "chunks": n }),
-                )
-                .await?;
             Ok(Next::Go(Step::Complete))
         }
         Step::Complete => {

@@ -8,51 +8,51 @@
 //! at table speed; search finds them by exact scan until the indexer actor
 //! moves them into the index (see the migration `engines_deferred_index`).
 
-use std::fmt::Write as _;
-
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::chunk::Chunk;
 use super::StageError;
 use crate::db;
+use crate::domain::Stage;
+use crate::progress::Reporter;
 
-/// Appends `s` escaped for COPY's text format. NUL cannot be stored in
-/// Postgres text at all and is dropped.
-fn escape_copy(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\0' => {}
-            c => out.push(c),
-        }
-    }
-}
-
-/// COPY text rows for the chunks.
-pub fn copy_rows(document_id: Uuid, model: ModelIds, chunks: &[Chunk], vectors: &[Vec<f32>]) -> String {
-    let mut out = String::with_capacity(chunks.iter().map(|c| c.text.len() + 4096).sum());
+/// COPY's binary format (no text round trip of 384 floats per row): the
+/// signature, flags and header extension, then one tuple per chunk, then -1.
+pub fn copy_rows(document_id: Uuid, model: ModelIds, chunks: &[Chunk], vectors: &[Vec<f32>]) -> Vec<u8> {
+    let dim = vectors.first().map_or(0, Vec::len);
+    let mut out = Vec::with_capacity(19 + chunks.iter().map(|c| c.text.len() + 64 + 4 * dim).sum::<usize>());
+    out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    out.extend_from_slice(&0i32.to_be_bytes());
+    out.extend_from_slice(&0i32.to_be_bytes());
+    let int4 = |out: &mut Vec<u8>, v: i32| {
+        out.extend_from_slice(&4i32.to_be_bytes());
+        out.extend_from_slice(&v.to_be_bytes());
+    };
     for (chunk, vector) in chunks.iter().zip(vectors) {
-        let _ = write!(out, "{document_id}\t{}\t", chunk.index);
-        escape_copy(&chunk.text, &mut out);
+        out.extend_from_slice(&7i16.to_be_bytes());
+        out.extend_from_slice(&16i32.to_be_bytes());
+        out.extend_from_slice(document_id.as_bytes());
+        int4(&mut out, chunk.index);
+        // NUL cannot be stored in Postgres text at all and is dropped.
+        let text = chunk.text.replace('\0', "");
+        out.extend_from_slice(&(text.len() as i32).to_be_bytes());
+        out.extend_from_slice(text.as_bytes());
         match chunk.page {
-            Some(p) => {
-                let _ = write!(out, "\t{p}");
-            }
-            None => out.push_str("\t\\N"),
+            Some(p) => int4(&mut out, p),
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
         }
-        let _ = write!(out, "\t{}\t{}\t[", model.model_id, model.engine_id);
-        for (i, x) in vector.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            let _ = write!(out, "{x}");
+        int4(&mut out, model.model_id);
+        int4(&mut out, model.engine_id);
+        // pgvector's binary form: dimension, an unused int16, big-endian floats.
+        out.extend_from_slice(&((4 + 4 * vector.len()) as i32).to_be_bytes());
+        out.extend_from_slice(&(vector.len() as i16).to_be_bytes());
+        out.extend_from_slice(&0i16.to_be_bytes());
+        for x in vector {
+            out.extend_from_slice(&x.to_be_bytes());
         }
-        out.push_str("]\n");
     }
+    out.extend_from_slice(&(-1i16).to_be_bytes());
     out
 }
 
@@ -65,12 +65,13 @@ pub struct ModelIds {
     pub engine_id: i32,
 }
 
-/// Replaces the document's chunks with these, if `attempt` still owns the job.
-#[allow(clippy::too_many_arguments)]
+/// Replaces the document's chunks with these, if the reporter's attempt
+/// still owns the job. The stage's closing event ("Finalizing", 0.95) is
+/// written in the same transaction, so it is recorded exactly when the
+/// chunks are, and sent once they are committed.
 pub async fn store(
     pool: &PgPool,
-    job_id: &str,
-    attempt: i32,
+    reporter: &mut Reporter,
     document_id: Uuid,
     model: ModelIds,
     chunks: &[Chunk],
@@ -79,7 +80,7 @@ pub async fn store(
 ) -> Result<(), StageError> {
     let rows = copy_rows(document_id, model, chunks, vectors);
     let mut tx = pool.begin().await?;
-    if !db::lock_attempt(&mut tx, job_id, attempt).await? {
+    if !db::lock_attempt(&mut tx, &reporter.job_id, reporter.attempt).await? {
         return Err(StageError::Fenced);
     }
     sqlx::query("DELETE FROM chunks WHERE document_id = $1")
@@ -89,19 +90,12 @@ pub async fn store(
     {
         let mut copy = tx
             .copy_in_raw(
-                "COPY chunks (document_id, chunk_index, content, page, model_id, engine_id, embedding) FROM STDIN",
+                "COPY chunks (document_id, chunk_index, content, page, model_id, engine_id, embedding) FROM STDIN (FORMAT binary)",
             )
             .await?;
-        // Send in pieces of about 1 MiB so a big document does not double its memory in one buffer.
-        let bytes = rows.as_bytes();
-        let mut start = 0;
-        while start < bytes.len() {
-            let mut end = (start + (1 << 20)).min(bytes.len());
-            while end < bytes.len() && bytes[end - 1] != b'\n' {
-                end += 1;
-            }
-            copy.send(&bytes[start..end]).await?;
-            start = end;
+        // Sent in pieces of 1 MiB (COPY data may be split anywhere).
+        for piece in rows.chunks(1 << 20) {
+            copy.send(piece).await?;
         }
         copy.finish().await?;
     }
@@ -111,7 +105,17 @@ pub async fn store(
         .bind(pages.map(|p| p as i32))
         .execute(&mut *tx)
         .await?;
+    let stored = reporter
+        .progress_in(
+            &mut tx,
+            Stage::Storing,
+            0.95,
+            "Finalizing document processing",
+            serde_json::json!({ "chunks": chunks.len() }),
+        )
+        .await?;
     tx.commit().await?;
+    reporter.publish(stored).await;
     Ok(())
 }
 
@@ -120,11 +124,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn copy_rows_escape_text() {
+    fn copy_rows_are_postgres_binary_copy() {
         let id = Uuid::nil();
         let chunks = vec![Chunk {
-            index: 0,
-            text: "a\tb\nc\\d\0e".into(),
+            index: 2,
+            text: "a\tb\0c".into(),
             page: None,
         }];
         let ids = ModelIds {
@@ -132,6 +136,18 @@ mod tests {
             engine_id: 3,
         };
         let rows = copy_rows(id, ids, &chunks, &[vec![0.5, -1.0]]);
-        assert_eq!(rows, format!("{id}\t0\ta\\tb\\nc\\\\de\t\\N\t1\t3\t[0.5,-1]\n"));
+        let mut want: Vec<u8> = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0".to_vec();
+        want.extend([0, 7, 0, 0, 0, 16]);
+        want.extend([0u8; 16]);
+        want.extend([0, 0, 0, 4, 0, 0, 0, 2]);
+        want.extend([0, 0, 0, 4, b'a', b'\t', b'b', b'c']);
+        want.extend([0xff, 0xff, 0xff, 0xff]);
+        want.extend([0, 0, 0, 4, 0, 0, 0, 1]);
+        want.extend([0, 0, 0, 4, 0, 0, 0, 3]);
+        want.extend([0, 0, 0, 12, 0, 2, 0, 0]);
+        want.extend(0.5f32.to_be_bytes());
+        want.extend((-1.0f32).to_be_bytes());
+        want.extend([0xff, 0xff]);
+        assert_eq!(rows, want);
     }
 }

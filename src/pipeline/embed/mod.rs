@@ -65,12 +65,18 @@ pub fn build(settings: &Settings) -> anyhow::Result<Arc<dyn Embedder>> {
             e.batch_size,
         )),
         Provider::Local => {
+            let started = std::time::Instant::now();
             let (embedder, report) = local::LocalEmbedder::load(e, model)?;
             if let Some(reason) = &report.fallback {
                 // The one line an operator needs when the fast path is off.
                 tracing::warn!(engine = %report.engine, "local model: {reason}; embedding with {} instead", report.engine);
             }
-            tracing::info!(engine = %report.engine, lanes = report.lanes, "local model ready");
+            tracing::info!(
+                engine = %report.engine,
+                lanes = report.lanes,
+                load_ms = started.elapsed().as_millis() as u64,
+                "local model ready"
+            );
             Arc::new(embedder)
         }
         Provider::Openai | Provider::Ollama => Arc::new(remote::RemoteEmbedder::new(settings, model)?),

@@ -257,6 +257,7 @@ pub struct FaultSettings {
     pub hang_in_stage: String,
     pub hang_secs: u64,
     pub hang_times: u32,
+    pub freeze_supervisor_after_secs: u64,
 }
 
 /// A setting that stops start-up. `Display` is the one line an operator reads.

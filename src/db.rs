@@ -626,6 +626,54 @@ pub async fn history(
     Ok(Some(events))
 }
 
+/// Every stored event after the given seq of each of these jobs (owned by
+/// `owner`; other users' jobs look like unknown ones), in one query whose
+/// rows stream as they are read: job by job, in seq order.
+pub fn history_many<'a>(
+    pool: &'a PgPool,
+    owner: Uuid,
+    jobs: &'a [String],
+    after: &'a [i64],
+) -> impl futures::Stream<Item = Result<ProgressEvent, sqlx::Error>> + Send + 'a {
+    use futures::StreamExt;
+    sqlx::query(
+        "SELECT h.job_id, h.seq, h.attempt, h.event_type, h.stage, h.progress, h.message, h.details, h.error, \
+                h.timestamp, j.document_id, j.batch_id, d.name \
+         FROM unnest($2::text[], $3::int8[]) AS a(job_id, after) \
+         JOIN job_progress j ON j.job_id = a.job_id AND j.user_id = $1 \
+         LEFT JOIN documents d ON d.id = j.document_id \
+         JOIN job_progress_history h ON h.job_id = a.job_id AND h.seq > a.after \
+         ORDER BY h.job_id, h.seq",
+    )
+    .bind(owner)
+    .bind(jobs)
+    .bind(after)
+    .fetch(pool)
+    .map(|row| {
+        let r = row?;
+        let kind: String = r.try_get("event_type")?;
+        let stage: String = r.try_get("stage")?;
+        Ok(ProgressEvent {
+            kind: EventType::parse(&kind).unwrap_or(EventType::JobProgress),
+            job_id: r.try_get("job_id")?,
+            document_id: r.try_get("document_id")?,
+            batch_id: r.try_get("batch_id")?,
+            stage: Stage::parse(&stage).unwrap_or(Stage::Queued),
+            progress: r.try_get("progress")?,
+            message: r.try_get::<Option<String>, _>("message")?.unwrap_or_default(),
+            details: r
+                .try_get::<Option<Json<serde_json::Value>>, _>("details")?
+                .map(|j| j.0)
+                .unwrap_or(serde_json::Value::Null),
+            error: r.try_get("error")?,
+            seq: r.try_get("seq")?,
+            attempt: r.try_get("attempt")?,
+            timestamp: r.try_get("timestamp")?,
+            document_name: r.try_get("name")?,
+        })
+    })
+}
+
 /// Is `attempt` still the job's current attempt? Locks the job row until the
 /// transaction ends, so a new attempt cannot start in between.
 pub async fn lock_attempt(conn: &mut sqlx::PgConnection, job_id: &str, attempt: i32) -> Result<bool, sqlx::Error> {

@@ -72,7 +72,8 @@ fn release_held(services: &Services, job: Option<&JobDef>) {
         return;
     };
     let Some(services) = services.myself() else { return };
-    tokio::spawn(async move {
+    let tasks = services.tasks.clone();
+    tasks.spawn(async move {
         if let Err(e) = crate::fairness::feed_user(&services, user).await {
             tracing::warn!(user_id = %user, error = %e, "cannot release held jobs; the watchdog will");
         }
@@ -185,7 +186,15 @@ pub async fn fail_without_actor(
     crate::metrics::job_error(Stage::Queued, "rejected");
     record_failure(services, &claimed.job_id, reason).await;
     tracing::warn!(job_id = %claimed.job_id, reason, "job failed before it ran");
-    arq_finish(services, claimed, job, start_ms, false, exception).await;
+    // The result names the job's function and arguments when its dict can be read.
+    let decoded = match job {
+        Some(_) => None,
+        None => claimed
+            .job_bytes
+            .as_deref()
+            .and_then(|b| JobDef::decode(b, services.queue.serializer).ok()),
+    };
+    arq_finish(services, claimed, job.or(decoded.as_ref()), start_ms, false, exception).await;
 }
 
 /// arq's message for an exhausted retry budget.

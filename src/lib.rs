@@ -13,6 +13,7 @@
 //! - [`fairness`] — holding back one user's surplus jobs so every user's work moves
 //! - [`jobs`] — ending a job on both records (Postgres and the arq result)
 //! - [`metrics`] — Prometheus metrics (no per-user labels)
+//! - [`notify`] — systemd's READY/WATCHDOG notifications, sent after the tree answered
 //! - [`recovery`] — the stall watchdog's and the reconciler's logic (Postgres vs Redis)
 //! - [`http`] — the API, the WebSocket, health
 //! - [`startup`] — building, running and draining the daemon
@@ -31,6 +32,7 @@ pub mod http;
 pub mod ingest;
 pub mod jobs;
 pub mod metrics;
+pub mod notify;
 pub mod pipeline;
 pub mod progress;
 pub mod recovery;

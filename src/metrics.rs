@@ -15,6 +15,7 @@
 //! | `embedding_forward_batch_size` | histogram | |
 //! | `embedding_queue_texts` | gauge | |
 //! | `index_backlog_rows` | gauge | |
+//! | `progress_events_dropped_total` | counter | `at` (registry, session): dropped under overload, followed by a resync |
 //! | `websocket_connections` | gauge | |
 //! | `websocket_messages_sent_total` | counter | |
 //! | `websocket_connection_duration_seconds` | histogram | |
@@ -86,6 +87,10 @@ pub fn install() -> PrometheusHandle {
                 "index_backlog_rows",
                 "Stored chunks not yet in the ANN index (search scans them exactly)"
             );
+            describe_counter!(
+                "progress_events_dropped_total",
+                "Progress events dropped because a consumer fell behind (its sockets were told to resync)"
+            );
             describe_gauge!("websocket_connections", "Open progress sockets");
             describe_counter!("websocket_messages_sent_total", "Messages sent to progress sockets");
             describe_histogram!(
@@ -135,6 +140,10 @@ pub fn embedding_forward(secs: f64, texts: usize) {
 
 pub fn embedding_queue(texts: usize) {
     gauge!("embedding_queue_texts").set(texts as f64);
+}
+
+pub fn events_dropped(at: &'static str) {
+    counter!("progress_events_dropped_total", "at" => at).increment(1);
 }
 
 pub fn index_backlog(rows: i64) {

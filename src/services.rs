@@ -19,6 +19,9 @@ use crate::progress::Publisher;
 pub struct Services {
     pub settings: Settings,
     pub db: PgPool,
+    /// A small pool of its own for socket `resume`s, so replaying history to
+    /// many reconnecting sockets never starves progress writes.
+    pub history_db: PgPool,
     pub redis: ConnectionManager,
     pub queue: ArqQueue,
     pub publisher: Publisher,
@@ -32,6 +35,11 @@ pub struct Services {
     pub limits: Limits,
     pub faults: Faults,
     pub stats: Stats,
+    /// The session registry of this process (wherever the supervisor has it running).
+    pub registry: crate::actors::registry::RegistryHandle,
+    /// Background work that must finish before the process exits (hand-backs,
+    /// final writes, releases of held jobs): shutdown waits for it.
+    pub tasks: tokio_util::task::TaskTracker,
     /// This very value, for tasks spawned from code that only has `&Services`.
     pub me: std::sync::Weak<Services>,
 }
@@ -71,6 +79,7 @@ pub struct Faults {
     hang: Duration,
     /// Hangs left (`u32::MAX`: unlimited).
     hangs_left: AtomicU32,
+    freeze_supervisor_after: Option<Duration>,
 }
 
 impl Faults {
@@ -84,7 +93,14 @@ impl Faults {
                 0 => u32::MAX,
                 n => n,
             }),
+            freeze_supervisor_after: (settings.faults.freeze_supervisor_after_secs > 0)
+                .then(|| Duration::from_secs(settings.faults.freeze_supervisor_after_secs)),
         }
+    }
+
+    /// When the supervisor should stop handling messages (a frozen tree, for liveness tests).
+    pub fn freeze_supervisor_after(&self) -> Option<Duration> {
+        self.freeze_supervisor_after
     }
 
     /// Sleeps when configured to hang in this stage (a stuck stage, for tests).

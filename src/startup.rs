@@ -57,6 +57,9 @@ pub async fn connect_redis(url: &str) -> anyhow::Result<redis::aio::ConnectionMa
 }
 
 /// Connects and migrates the database (also `doculearn migrate`).
+/// Connections of the pool socket resumes use (beside `database.max_connections`).
+const HISTORY_CONNECTIONS: u32 = 2;
+
 pub async fn prepare_database(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
     let pool = db::connect(
         settings.database.url.expose_secret(),
@@ -76,6 +79,9 @@ impl Application {
     pub async fn build(settings: Settings, role: Role) -> anyhow::Result<Application> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let pool = prepare_database(&settings).await?;
+        let history_db = db::connect(settings.database.url.expose_secret(), HISTORY_CONNECTIONS, false)
+            .await
+            .context("cannot connect to PostgreSQL (database.url)")?;
         let redis = connect_redis(settings.redis.url.expose_secret()).await?;
         let embedder = embed::build(&settings)?;
         let model_id = db::ensure_model(&pool, embedder.model(), embedder.dimension()).await?;
@@ -97,7 +103,10 @@ impl Application {
             limits: Limits::from_settings(&settings.pipeline),
             faults: Faults::from_settings(&settings),
             stats: Stats::default(),
+            registry: crate::actors::registry::RegistryHandle::default(),
+            tasks: tokio_util::task::TaskTracker::new(),
             db: pool,
+            history_db,
             redis,
             embedder,
             model_id,
@@ -158,6 +167,7 @@ impl Application {
         let router = if role == Role::Worker {
             axum::Router::new()
                 .route("/healthz", axum::routing::get(http::health::healthz))
+                .route("/livez", axum::routing::get(http::health::healthz))
                 .route("/readyz", axum::routing::get(http::health::readyz))
                 .route("/metrics", axum::routing::get(http::health::metrics))
                 .with_state(state.clone())
@@ -175,6 +185,22 @@ impl Application {
             .await
         });
 
+        crate::notify::notify("READY=1");
+        let pinger = crate::notify::watchdog_interval().map(|every| {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    match http::health::tree_alive(&state).await {
+                        Ok(()) => {
+                            crate::notify::notify("WATCHDOG=1");
+                        }
+                        Err(why) => tracing::error!(reason = %why, "the actor tree did not answer; no watchdog ping"),
+                    }
+                }
+            })
+        });
         let supervisor_died = tokio::select! {
             _ = shutdown_signal() => false,
             _ = &mut supervisor_handle => true,
@@ -189,6 +215,10 @@ impl Application {
         }
 
         tracing::info!("shutdown requested: draining");
+        crate::notify::notify("STOPPING=1");
+        if let Some(p) = &pinger {
+            p.abort();
+        }
         state.draining.store(true, Ordering::SeqCst);
         state.shutdown.cancel();
         let grace = Duration::from_secs(state.services.settings.queue.shutdown_grace_secs);
@@ -200,6 +230,17 @@ impl Application {
         .unwrap_or(0);
         if handed_back > 0 {
             tracing::warn!(jobs = handed_back, "handed unfinished jobs back to the queue");
+        }
+        // Hand-backs and final writes finish before the process exits.
+        state.services.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), state.services.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                left = state.services.tasks.len(),
+                "background work did not finish within 10 s; exiting anyway (leases will expire)"
+            );
         }
         let _ = state.services.queue.clear_health().await;
         stop.cancel();

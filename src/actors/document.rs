@@ -1,9 +1,13 @@
-//! One `DocumentActor` per running job. It steps through the stages with one
-//! `Advance` message per stage (downloading, extracting, chunking, embedding,
-//! storing, completed), reporting progress at the seed plan's marks, and ends
-//! the job on both records (Postgres event, arq result). Expected failures stay
-//! inside the actor; a panic is a bug and goes to the supervisor, which
-//! restarts the job as a new attempt (the old attempt's writes are fenced).
+//! One `DocumentActor` per claimed job. It first reads the job as arq left
+//! it in Redis (the job dict, undecoded until now) and runs arq's pre-run
+//! checks, under a time limit, so a job that is expired, undecodable, for an
+//! unknown function, aborted or out of tries fails itself and nobody else;
+//! then it steps through the stages with one `Advance` message per stage
+//! (downloading, extracting, chunking, embedding, storing, completed),
+//! reporting progress at the seed plan's marks, and ends the job on both
+//! records (Postgres event, arq result). Expected failures stay inside the
+//! actor; a panic is a bug and goes to the supervisor, which restarts the job
+//! as a new attempt (the old attempt's writes are fenced).
 
 use std::sync::Arc;
 
@@ -19,6 +23,7 @@ use crate::arq::{now_ms, Claimed, JobDef, PyValue};
 use crate::db::{self, DocumentSource};
 use crate::domain::Stage;
 use crate::jobs;
+use crate::jobs::{NOOP, PROCESS_DOCUMENT};
 use crate::pipeline::chunk::{self, Chunk};
 use crate::pipeline::embed::EmbedError;
 use crate::pipeline::extract::{self, Extracted};
@@ -34,8 +39,8 @@ const LOOKAHEAD: usize = 2;
 #[derive(Clone)]
 pub struct DocumentArgs {
     pub services: Arc<Services>,
+    /// As the poller claimed it: the job dict is decoded by the actor.
     pub claimed: Claimed,
-    pub job: JobDef,
     pub cancel: CancellationToken,
     /// The job's time limit (arq's job timeout), fixed at claim time.
     pub deadline: Instant,
@@ -73,6 +78,8 @@ impl Step {
 
 pub struct DocumentState {
     args: DocumentArgs,
+    /// The decoded job dict, once the pre-run checks passed.
+    job: Option<JobDef>,
     step: Step,
     start_ms: i64,
     reporter: Option<Reporter>,
@@ -112,6 +119,7 @@ impl Actor for DocumentActor {
     ) -> Result<DocumentState, ActorProcessingErr> {
         Ok(DocumentState {
             args,
+            job: None,
             step: Step::Begin,
             start_ms: now_ms(),
             reporter: None,
@@ -180,6 +188,99 @@ impl Actor for DocumentActor {
     }
 }
 
+/// The pre-run phase (reading the job, arq's checks) may take this long.
+const PRERUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Decoding a job dict (bounded by the decoder's own limits) may take this long.
+const DECODE_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What the pre-run checks decided.
+enum Admitted {
+    /// A `process_document` job to run.
+    Run(JobDef),
+    /// Ended already (failed with arq's reason, or a `noop` that completed).
+    Ended,
+}
+
+/// arq's checks before a job runs (`spec/arq-wire.md` §6.3), in its order:
+/// the job dict exists (ours are rebuilt from Postgres if their key
+/// expired), decodes, was not aborted, names a known function, and has tries
+/// left. A job that fails one ends here with arq's failed result and a
+/// readable reason; the daemon carries on.
+async fn prerun(s: &Services, claimed: &mut Claimed) -> Result<Admitted, StageError> {
+    let fail = |claimed: &Claimed, job: Option<&JobDef>, reason: String, exception: PyValue| {
+        let (claimed, job) = (claimed.clone(), job.cloned());
+        async move {
+            jobs::fail_without_actor(s, &claimed, job.as_ref(), &reason, exception).await;
+            Ok(Admitted::Ended)
+        }
+    };
+    let bytes = match &claimed.job_bytes {
+        Some(b) => b.clone(),
+        None => match jobs::restore_expired(s, &claimed.job_id).await {
+            Some(b) => {
+                claimed.job_bytes = Some(b.clone());
+                b
+            }
+            None => return fail(claimed, None, "job expired".into(), job_execution_failed("job expired")).await,
+        },
+    };
+    let serializer = s.queue.serializer;
+    let decoded = tokio::time::timeout(
+        DECODE_LIMIT,
+        tokio::task::spawn_blocking(move || JobDef::decode(&bytes, serializer)),
+    )
+    .await;
+    let job = match decoded {
+        Ok(Ok(Ok(job))) => job,
+        Ok(Ok(Err(reason))) => {
+            let msg = format!("unable to deserialize job: {reason}");
+            return fail(claimed, None, msg.clone(), job_execution_failed(msg)).await;
+        }
+        Ok(Err(_)) => {
+            let msg = "unable to deserialize job: the decoder crashed on it".to_string();
+            return fail(claimed, None, msg.clone(), job_execution_failed(msg)).await;
+        }
+        Err(_) => {
+            let msg = format!(
+                "unable to deserialize job: not done within {} s",
+                DECODE_LIMIT.as_secs()
+            );
+            return fail(claimed, None, msg.clone(), job_execution_failed(msg)).await;
+        }
+    };
+    if claimed.abort_requested {
+        return fail(
+            claimed,
+            Some(&job),
+            "cancelled before it started".into(),
+            cancelled_error(),
+        )
+        .await;
+    }
+    let known = job.function == PROCESS_DOCUMENT || (job.function == NOOP && s.settings.queue.enable_noop);
+    if !known {
+        let msg = format!("function '{}' not found", job.function);
+        return fail(claimed, Some(&job), msg.clone(), job_execution_failed(msg)).await;
+    }
+    // A `_job_try` given to enqueue_job raises the try count (arq §6.3 step 5).
+    if let Some(t) = job.job_try.filter(|t| *t > claimed.job_try) {
+        claimed.job_try = t;
+        if let Err(e) = s.queue.set_try(&claimed.job_id, t).await {
+            tracing::warn!(job_id = %claimed.job_id, error = %e, "cannot store the job's try count");
+        }
+    }
+    let max_tries = s.settings.queue.max_tries;
+    if claimed.job_try > max_tries as i64 {
+        let msg = format!("max {max_tries} retries exceeded");
+        return fail(claimed, Some(&job), msg, jobs::max_tries_exceeded(max_tries)).await;
+    }
+    if job.function == NOOP {
+        jobs::arq_finish(s, claimed, Some(&job), now_ms(), true, PyValue::None).await;
+        return Ok(Admitted::Ended);
+    }
+    Ok(Admitted::Run(job))
+}
+
 fn parse_uuid_arg(v: Option<&PyValue>, what: &str) -> Result<Uuid, StageError> {
     match v {
         Some(PyValue::Str(s)) => Uuid::parse_str(s)
@@ -211,7 +312,20 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
     let job_id = state.args.claimed.job_id.clone();
     match state.step {
         Step::Begin => {
-            let (document_id, user_id) = job_args(&state.args.job)?;
+            let prerun = tokio::time::timeout(PRERUN_LIMIT, prerun(s, &mut state.args.claimed));
+            let job = match prerun.await {
+                Ok(Ok(Admitted::Run(job))) => job,
+                Ok(Ok(Admitted::Ended)) => return Ok(Next::Done),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(StageError::transient(format!(
+                        "the job could not be read from the queue within {} s",
+                        PRERUN_LIMIT.as_secs()
+                    )))
+                }
+            };
+            state.job = Some(job);
+            let (document_id, user_id) = job_args(state.job.as_ref().expect("just set"))?;
             let source = db::document_source(&s.db, document_id).await?.ok_or_else(|| {
                 StageError::permanent(format!("document {document_id} does not exist (was it deleted?)"))
             })?;
@@ -234,15 +348,7 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
                     Some(v) => (false, job_execution_failed(v.error.unwrap_or_else(|| "failed".into()))),
                     None => (false, job_execution_failed("the job's document was deleted")),
                 };
-                jobs::arq_finish(
-                    s,
-                    &state.args.claimed,
-                    Some(&state.args.job),
-                    state.start_ms,
-                    success,
-                    r,
-                )
-                .await;
+                jobs::arq_finish(s, &state.args.claimed, state.job.as_ref(), state.start_ms, success, r).await;
                 return Ok(Next::Done);
             }
             let mut reporter = Reporter::new(
@@ -511,7 +617,7 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
             let document_id = state.source.as_ref().expect("begin ran").id;
             tracing::info!(job_id = %job_id, document_id = %document_id, chunks = n, elapsed_ms, "job completed");
             let r = result_dict(document_id, n as i64, pages.map(i64::from), s);
-            jobs::arq_finish(s, &state.args.claimed, Some(&state.args.job), state.start_ms, true, r).await;
+            jobs::arq_finish(s, &state.args.claimed, state.job.as_ref(), state.start_ms, true, r).await;
             Ok(Next::Done)
         }
     }
@@ -573,7 +679,7 @@ async fn conclude_error(state: &mut DocumentState, stage: Stage, error: StageErr
     let services = state.args.services.clone();
     let s = &services;
     let claimed = state.args.claimed.clone();
-    let job = state.args.job.clone();
+    let job = state.job.clone();
     let job_id = claimed.job_id.clone();
     let max_tries = s.settings.queue.max_tries as i64;
 
@@ -636,5 +742,5 @@ async fn conclude_error(state: &mut DocumentState, stage: Stage, error: StageErr
             }
         }
     }
-    jobs::arq_finish(s, &claimed, Some(&job), state.start_ms, false, exception).await;
+    jobs::arq_finish(s, &claimed, job.as_ref(), state.start_ms, false, exception).await;
 }

@@ -2,7 +2,9 @@
 
 pub mod document;
 pub mod indexer;
+pub mod mailbox;
 pub mod queue_poller;
+pub mod registry;
 pub mod relay;
 pub mod session;
 pub mod supervisor;

@@ -1,28 +1,49 @@
 //! The `QueuePoller`: loops by messaging itself. Each `Poll` claims up to
 //! the free job slots from the arq queue in one Lua round trip and hands
-//! every claimed job to the supervisor; it also writes arq's health-check key
-//! and forwards `Job.abort()` requests for jobs running here. Redis outages
-//! are waited out here with backoff (they are not crashes).
+//! every claimed job, undecoded, to the supervisor (which gives it its own
+//! actor: decoding and pre-run checks happen there); it also writes arq's
+//! health-check key and forwards `Job.abort()` requests for jobs running
+//! here. Redis outages are waited out here with backoff (they are not
+//! crashes). It knows the supervisor only through [`PollerEvent`].
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, DerivedActorRef, RpcReplyPort};
 use tokio::time::Instant;
 
-use super::supervisor::SupervisorMsg;
+use crate::arq::Claimed;
 use crate::services::Services;
+
+/// What the poller tells whoever runs jobs.
+#[derive(Debug)]
+pub enum PollerEvent {
+    /// A job was claimed (its slot is counted in `running` already).
+    Claimed(Box<Claimed>),
+    /// `Job.abort()` was called for this job id.
+    Abort(String),
+}
 
 pub struct PollerArgs {
     pub services: Arc<Services>,
-    pub supervisor: ActorRef<SupervisorMsg>,
+    pub jobs: DerivedActorRef<PollerEvent>,
     pub running: Arc<AtomicUsize>,
 }
 
-#[derive(Debug)]
 pub enum PollerMsg {
     Poll,
+    /// Liveness: answers at once.
+    Ping(RpcReplyPort<()>),
+}
+
+impl std::fmt::Debug for PollerMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PollerMsg::Poll => "Poll",
+            PollerMsg::Ping(_) => "Ping",
+        })
+    }
 }
 
 pub struct PollerState {
@@ -68,9 +89,13 @@ impl Actor for QueuePoller {
     async fn handle(
         &self,
         myself: ActorRef<PollerMsg>,
-        _msg: PollerMsg,
+        msg: PollerMsg,
         state: &mut PollerState,
     ) -> Result<(), ActorProcessingErr> {
+        if let PollerMsg::Ping(reply) = msg {
+            let _ = reply.send(());
+            return Ok(());
+        }
         let services = state.args.services.clone();
         let q = &services.settings.queue;
         let max_jobs = q.max_jobs;
@@ -107,7 +132,7 @@ impl Actor for QueuePoller {
             state.last_abort_check = Instant::now();
             if let Ok(ids) = services.queue.abort_requested().await {
                 for job_id in ids {
-                    let _ = ractor::call!(state.args.supervisor, |reply| SupervisorMsg::Cancel { job_id, reply });
+                    let _ = state.args.jobs.send_message(PollerEvent::Abort(job_id));
                 }
             }
         }
@@ -128,7 +153,9 @@ impl Actor for QueuePoller {
                 let n = claimed.len();
                 state.args.running.fetch_add(n, Ordering::SeqCst);
                 for c in claimed {
-                    state.args.supervisor.cast(SupervisorMsg::StartJob(Box::new(c)))?;
+                    if state.args.jobs.send_message(PollerEvent::Claimed(Box::new(c))).is_err() {
+                        return Err("the supervisor is gone".into());
+                    }
                 }
                 if n == free {
                     // The queue may hold more: look again as soon as a slot frees.

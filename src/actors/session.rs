@@ -1,25 +1,40 @@
-//! One `SessionActor` per connected user: receives that user's progress
-//! events (from the relay, through the supervisor) and pushes them to every
-//! socket the user has open.
+//! One `SessionActor` per connected user, a child of the session registry:
+//! it pushes that user's progress events to every socket the user has open.
 //!
-//! Limits live here: at most `websocket.max_sockets_per_user` sockets (one
-//! more is closed with 1008), and at most `max_events_per_job_per_sec` events
-//! per job: intermediate events of a stage beyond that are coalesced (the
-//! newest is sent when the interval ends, or just before the next stage
-//! change), while stage changes and the final event go out at once. A socket that cannot keep up is dropped; its client
-//! reconnects and `resume`s from its last seq. The actor stops when no socket
-//! is left.
+//! - **Registration is acknowledged** here, by the actor that will deliver:
+//!   a socket counts as registered only when this actor has it (the socket
+//!   handler retries against a fresh session if the reply never comes).
+//! - **Limits**: at most `websocket.max_sockets_per_user` sockets (one more is
+//!   refused with 1008), and at most `max_events_per_job_per_sec` events per
+//!   job, judged by the events' own timestamps: intermediate events of a
+//!   stage closer together than that are coalesced (the newest goes out when
+//!   the interval ends, or just before the next stage change); stage changes
+//!   and final events always go out at once.
+//! - **A socket that cannot keep up** (its outgoing buffer is full) is kicked:
+//!   its writer closes it with 1008 and a reason, and the client reconnects
+//!   and `resume`s from its last seq. No socket stays open and silent.
+//! - **Back-pressure**: the registry holds at most a bounded number of this
+//!   session's events in flight; when it had to drop some, this actor sends
+//!   `{"type":"resync"}` once it has caught up.
+//! - It stops a few seconds after its last socket left (a reconnect within
+//!   that time finds it still here).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::mailbox::{Bound, Ticket};
 use crate::domain::{EventType, ProgressEvent, Stage};
+
+/// How long a session without sockets waits for one before it stops.
+const IDLE_STOP: Duration = Duration::from_secs(5);
+pub const RESYNC: &str = r#"{"type":"resync"}"#;
 
 /// What a socket's writer task sends to the browser.
 #[derive(Debug, Clone)]
@@ -32,42 +47,58 @@ pub enum Outgoing {
 #[derive(Debug, Clone)]
 pub struct SocketHandle {
     pub id: u64,
+    /// Live events (never awaited: a full buffer means a slow reader).
     pub tx: mpsc::Sender<Outgoing>,
+    /// Cancelled when the socket is too slow: its writer closes it with 1008.
+    pub kick: CancellationToken,
+}
+
+/// The answer to a registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registration {
+    Accepted,
+    /// Closed with 1008 and this reason (too many sockets).
+    Refused(String),
 }
 
 pub enum SessionMsg {
-    AddSocket(SocketHandle),
+    AddSocket(SocketHandle, Option<RpcReplyPort<Registration>>),
     RemoveSocket(u64),
-    Push(Arc<ProgressEvent>),
+    Push(Arc<ProgressEvent>, Ticket),
     /// A control message for every socket (e.g. `{"type":"resync"}`).
     Broadcast(Arc<str>),
     /// Internal: a job's coalescing interval ended.
     Flush(String),
+    /// Internal: stop if still without sockets since `generation`.
+    IdleCheck(u64),
 }
 
 impl std::fmt::Debug for SessionMsg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SessionMsg::AddSocket(s) => write!(f, "AddSocket({})", s.id),
+            SessionMsg::AddSocket(s, _) => write!(f, "AddSocket({})", s.id),
             SessionMsg::RemoveSocket(id) => write!(f, "RemoveSocket({id})"),
-            SessionMsg::Push(e) => write!(f, "Push({} seq {})", e.job_id, e.seq),
+            SessionMsg::Push(e, _) => write!(f, "Push({} seq {})", e.job_id, e.seq),
             SessionMsg::Broadcast(m) => write!(f, "Broadcast({} bytes)", m.len()),
             SessionMsg::Flush(job) => write!(f, "Flush({job})"),
+            SessionMsg::IdleCheck(g) => write!(f, "IdleCheck({g})"),
         }
     }
 }
 
 pub struct SessionArgs {
     pub user_id: Uuid,
-    pub first: SocketHandle,
     pub max_sockets: usize,
     /// Shortest gap between two intermediate events of one job.
     pub min_event_gap: Duration,
+    /// This session's in-flight events at the registry.
+    pub inbox: Bound,
 }
 
 /// Pacing of one job's events.
 struct Pacing {
-    last_sent: Instant,
+    /// Timestamp of the last event sent.
+    last_sent: chrono::DateTime<chrono::Utc>,
     last_stage: Stage,
     pending: Option<Arc<ProgressEvent>>,
     flush_scheduled: bool,
@@ -79,6 +110,10 @@ pub struct SessionState {
     max_sockets: usize,
     min_event_gap: Duration,
     jobs: HashMap<String, Pacing>,
+    inbox: Bound,
+    /// Bumped whenever the socket count changes.
+    generation: u64,
+    empty_since: Option<Instant>,
 }
 
 pub struct SessionActor;
@@ -90,9 +125,8 @@ impl SessionState {
             .retain(|s| match s.tx.try_send(Outgoing::Text(text.clone())) {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    // Dropping the sender ends the writer task, which closes the
-                    // socket; the client reconnects and resumes from its last seq.
-                    tracing::warn!(user_id = %user_id, socket = s.id, "socket too slow; disconnecting it");
+                    tracing::warn!(user_id = %user_id, socket = s.id, "socket too slow; closing it with 1008");
+                    s.kick.cancel();
                     false
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -105,16 +139,47 @@ impl SessionState {
         Ok(())
     }
 
-    fn add_socket(&mut self, socket: SocketHandle) {
+    fn add_socket(&mut self, socket: SocketHandle) -> Registration {
         self.sockets.retain(|s| !s.tx.is_closed());
         if self.sockets.len() >= self.max_sockets {
-            let _ = socket.tx.try_send(Outgoing::Close {
-                code: 1008,
-                reason: format!("more than {} open sockets for this user", self.max_sockets),
-            });
-            return;
+            return Registration::Refused(format!("more than {} open sockets for this user", self.max_sockets));
         }
         self.sockets.push(socket);
+        Registration::Accepted
+    }
+
+    fn push(&mut self, myself: &ActorRef<SessionMsg>, event: Arc<ProgressEvent>) -> Result<(), ActorProcessingErr> {
+        let gap = chrono::Duration::from_std(self.min_event_gap).unwrap_or_default();
+        let pacing = self.jobs.entry(event.job_id.clone()).or_insert(Pacing {
+            last_sent: event.timestamp - gap,
+            last_stage: Stage::Queued,
+            pending: None,
+            flush_scheduled: false,
+        });
+        let intermediate = event.kind == EventType::JobProgress && event.stage == pacing.last_stage;
+        if !intermediate || event.timestamp - pacing.last_sent >= gap {
+            // An event held back goes out first, so the user sees where each
+            // stage ended before the next one starts.
+            let held = pacing.pending.take();
+            pacing.last_sent = event.timestamp;
+            pacing.last_stage = event.stage;
+            let done = event.stage.is_terminal();
+            if let Some(held) = held {
+                self.send_event(&held)?;
+            }
+            self.send_event(&event)?;
+            if done {
+                self.jobs.remove(&event.job_id);
+            }
+        } else {
+            pacing.pending = Some(event.clone());
+            if !pacing.flush_scheduled {
+                pacing.flush_scheduled = true;
+                let job = event.job_id.clone();
+                myself.send_after(self.min_event_gap, move || SessionMsg::Flush(job));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -130,10 +195,13 @@ impl Actor for SessionActor {
     ) -> Result<SessionState, ActorProcessingErr> {
         Ok(SessionState {
             user_id: args.user_id,
-            sockets: vec![args.first],
+            sockets: Vec::new(),
             max_sockets: args.max_sockets,
             min_event_gap: args.min_event_gap,
             jobs: HashMap::new(),
+            inbox: args.inbox,
+            generation: 0,
+            empty_since: Some(Instant::now()),
         })
     }
 
@@ -143,49 +211,28 @@ impl Actor for SessionActor {
         msg: SessionMsg,
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
+        let before = state.sockets.len();
         match msg {
-            SessionMsg::AddSocket(s) => state.add_socket(s),
+            SessionMsg::AddSocket(s, reply) => {
+                let answer = state.add_socket(s);
+                if let Some(reply) = reply {
+                    let _ = reply.send(answer);
+                }
+            }
             SessionMsg::RemoveSocket(id) => state.sockets.retain(|s| s.id != id),
-            SessionMsg::Push(event) => {
-                let gap = state.min_event_gap;
-                let now = Instant::now();
-                let pacing = state.jobs.entry(event.job_id.clone()).or_insert(Pacing {
-                    last_sent: now - gap,
-                    last_stage: Stage::Queued,
-                    pending: None,
-                    flush_scheduled: false,
-                });
-                let intermediate = event.kind == EventType::JobProgress && event.stage == pacing.last_stage;
-                if !intermediate || now.duration_since(pacing.last_sent) >= gap {
-                    // An event held back goes out first, so the user sees
-                    // where each stage ended before the next one starts
-                    // (at most one extra message per stage change).
-                    let held = pacing.pending.take();
-                    pacing.last_sent = now;
-                    pacing.last_stage = event.stage;
-                    let done = event.stage.is_terminal();
-                    if let Some(held) = held {
-                        state.send_event(&held)?;
-                    }
-                    state.send_event(&event)?;
-                    if done {
-                        state.jobs.remove(&event.job_id);
-                    }
-                } else {
-                    pacing.pending = Some(event.clone());
-                    if !pacing.flush_scheduled {
-                        pacing.flush_scheduled = true;
-                        let wait = gap.saturating_sub(now.duration_since(pacing.last_sent));
-                        let job = event.job_id.clone();
-                        myself.send_after(wait, move || SessionMsg::Flush(job));
-                    }
+            SessionMsg::Push(event, ticket) => {
+                state.push(&myself, event)?;
+                drop(ticket);
+                if state.inbox.caught_up_after_overflow() {
+                    tracing::warn!(user_id = %state.user_id, "events were dropped under load; asking the sockets to resync");
+                    state.send_all(Arc::from(RESYNC));
                 }
             }
             SessionMsg::Flush(job) => {
                 let held = state.jobs.get_mut(&job).and_then(|p| {
                     p.flush_scheduled = false;
                     let e = p.pending.take()?;
-                    p.last_sent = Instant::now();
+                    p.last_sent = e.timestamp;
                     Some(e)
                 });
                 if let Some(event) = held {
@@ -193,11 +240,36 @@ impl Actor for SessionActor {
                 }
             }
             SessionMsg::Broadcast(text) => state.send_all(text),
+            SessionMsg::IdleCheck(generation) => {
+                if generation == state.generation && state.sockets.is_empty() {
+                    myself.stop(Some("no sockets left".into()));
+                }
+                return Ok(());
+            }
         }
         state.sockets.retain(|s| !s.tx.is_closed());
-        if state.sockets.is_empty() {
-            myself.stop(Some("no sockets left".into()));
+        if state.sockets.len() != before {
+            state.generation += 1;
         }
+        if state.sockets.is_empty() {
+            if state.empty_since.is_none() || state.sockets.len() != before {
+                state.empty_since = Some(Instant::now());
+                let generation = state.generation;
+                myself.send_after(IDLE_STOP, move || SessionMsg::IdleCheck(generation));
+            }
+        } else {
+            state.empty_since = None;
+        }
+        Ok(())
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        let generation = state.generation;
+        myself.send_after(IDLE_STOP, move || SessionMsg::IdleCheck(generation));
         Ok(())
     }
 }

@@ -1,13 +1,20 @@
-//! The root of the actor tree.
+//! The root of the actor tree. It supervises and does nothing else: it
+//! spawns its children, decides what a child's end means (restart with
+//! capped backoff, restart a job as a new attempt, or escalate), holds the
+//! job slots, and drains on shutdown. It decodes nothing and does no I/O in
+//! its handler: a claimed job goes, undecoded, to its own `DocumentActor`
+//! (which reads and checks it under a time limit and fails it if it is bad),
+//! and sockets are the session registry's.
 //!
 //! ```text
 //! Supervisor
-//! ├── QueuePoller          (one; restarted with backoff)
-//! ├── Watchdog             (one; stall check + reconciler on a timer; restarted with backoff)
-//! ├── Indexer              (one; moves stored chunks into the ANN index in the background)
-//! ├── ProgressRelay        (one; Redis pub/sub → sessions and control; restarted with backoff)
-//! ├── DocumentActor × N    (one per running job; a crash restarts the job as a new attempt)
-//! └── SessionActor × U     (one per connected user; fans events out to that user's sockets)
+//! ├── SessionRegistry      (one; user → SessionActor, event routing; restarted with backoff)
+//! │   └── SessionActor × U (one per connected user; fans events out to that user's sockets)
+//! ├── ProgressRelay        (one; Redis pub/sub → registry, control → here; restarted with backoff)
+//! ├── QueuePoller          (one, worker role; restarted with backoff)
+//! ├── Watchdog             (one, worker role; stall check + reconciler; restarted with backoff)
+//! ├── Indexer              (one, worker role; stored chunks into the ANN index; restarted with backoff)
+//! └── DocumentActor × N    (one per claimed job; a crash restarts the job as a new attempt)
 //! ```
 //!
 //! ractor restarts nothing by itself and its default supervisor stops when
@@ -21,89 +28,160 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use super::document::{DocumentActor, DocumentArgs};
 use super::indexer::{Indexer, IndexerArgs};
-use super::queue_poller::{PollerArgs, QueuePoller};
-use super::relay::{ProgressRelay, RelayArgs};
-use super::session::{SessionActor, SessionArgs, SessionMsg, SocketHandle};
+use super::queue_poller::{PollerArgs, PollerEvent, PollerMsg, QueuePoller};
+use super::registry::{RegistryArgs, RegistryMsg, SessionRegistry};
+use super::relay::{ProgressRelay, RelayArgs, RelayMsg};
 use super::watchdog::{Watchdog, WatchdogArgs};
-use crate::arq::wire::{cancelled_error, job_execution_failed};
-use crate::arq::{Claimed, JobDef};
-use crate::domain::Envelope;
-use crate::jobs::{self, NOOP, PROCESS_DOCUMENT};
+use crate::arq::wire::job_execution_failed;
+use crate::arq::Claimed;
+use crate::jobs;
+use crate::recovery::StopAttempt;
 use crate::services::Services;
 
 /// How often a crashed job may be restarted before it fails for good.
 const MAX_JOB_RESTARTS: u32 = 3;
-/// Restart budget of the singleton children: more crashes than this within
-/// the window escalate (the supervisor stops, and the process exits).
-const MAX_CHILD_RESTARTS: usize = 5;
-const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
 pub enum SupervisorMsg {
-    /// The poller claimed a job.
-    StartJob(Box<Claimed>),
-    /// A WebSocket connected for a user.
-    RegisterSocket { user_id: Uuid, socket: SocketHandle },
-    /// A WebSocket closed.
-    UnregisterSocket { user_id: Uuid, socket_id: u64 },
-    /// A progress event for a user, from the relay.
-    Deliver(Box<Envelope>),
-    /// The relay reconnected: every socket may have missed events.
-    ResyncAll,
+    /// From the poller: a claimed job, or an abort request.
+    Poller(PollerEvent),
     /// Recovery (on any instance) handed this job to another worker: kill
-    /// our attempt of it if it is the claim with this try number.
-    StopAttempt { job_id: String, job_try: i64 },
+    /// our attempt of it if it is the claim with this try number or older.
+    StopAttempt(StopAttempt),
     /// Cancel a job running here; replies whether it was running here.
     Cancel { job_id: String, reply: RpcReplyPort<bool> },
     /// Jobs running here now.
     Running(RpcReplyPort<Vec<String>>),
     /// Graceful shutdown: stop claiming, give running jobs `grace` to finish,
-    /// then cancel what is left and hand it back to the queue.
+    /// then stop what is left and hand it back to the queue.
     Drain {
         grace: Duration,
         reply: RpcReplyPort<usize>,
     },
+    /// Liveness: replies with the children that must answer too.
+    Ping(RpcReplyPort<TreeRefs>),
     /// Internal: restart a singleton child after its backoff.
     Respawn(ChildKind),
     /// Internal: the drain's grace period is over.
     DrainTimeout,
+    /// Test fault (`faults.freeze_supervisor_after_secs`): stop handling messages.
+    Freeze,
 }
 
 impl std::fmt::Debug for SupervisorMsg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SupervisorMsg::StartJob(c) => write!(f, "StartJob({})", c.job_id),
-            SupervisorMsg::RegisterSocket { user_id, .. } => write!(f, "RegisterSocket({user_id})"),
-            SupervisorMsg::UnregisterSocket { user_id, socket_id } => {
-                write!(f, "UnregisterSocket({user_id}, {socket_id})")
-            }
-            SupervisorMsg::Deliver(e) => write!(f, "Deliver({}, seq {})", e.event.job_id, e.event.seq),
-            SupervisorMsg::ResyncAll => f.write_str("ResyncAll"),
-            SupervisorMsg::StopAttempt { job_id, job_try } => write!(f, "StopAttempt({job_id}, try {job_try})"),
+            SupervisorMsg::Poller(PollerEvent::Claimed(c)) => write!(f, "Claimed({})", c.job_id),
+            SupervisorMsg::Poller(PollerEvent::Abort(id)) => write!(f, "Abort({id})"),
+            SupervisorMsg::StopAttempt(s) => write!(f, "StopAttempt({}, try {})", s.job_id, s.job_try),
             SupervisorMsg::Cancel { job_id, .. } => write!(f, "Cancel({job_id})"),
             SupervisorMsg::Running(_) => f.write_str("Running"),
             SupervisorMsg::Drain { grace, .. } => write!(f, "Drain({grace:?})"),
+            SupervisorMsg::Ping(_) => f.write_str("Ping"),
             SupervisorMsg::Respawn(k) => write!(f, "Respawn({k:?})"),
             SupervisorMsg::DrainTimeout => f.write_str("DrainTimeout"),
+            SupervisorMsg::Freeze => f.write_str("Freeze"),
         }
     }
 }
 
+impl From<PollerEvent> for SupervisorMsg {
+    fn from(e: PollerEvent) -> Self {
+        SupervisorMsg::Poller(e)
+    }
+}
+
+impl TryFrom<SupervisorMsg> for PollerEvent {
+    type Error = SupervisorMsg;
+    fn try_from(m: SupervisorMsg) -> Result<Self, SupervisorMsg> {
+        match m {
+            SupervisorMsg::Poller(e) => Ok(e),
+            other => Err(other),
+        }
+    }
+}
+
+impl From<StopAttempt> for SupervisorMsg {
+    fn from(s: StopAttempt) -> Self {
+        SupervisorMsg::StopAttempt(s)
+    }
+}
+
+impl TryFrom<SupervisorMsg> for StopAttempt {
+    type Error = SupervisorMsg;
+    fn try_from(m: SupervisorMsg) -> Result<Self, SupervisorMsg> {
+        match m {
+            SupervisorMsg::StopAttempt(s) => Ok(s),
+            other => Err(other),
+        }
+    }
+}
+
+/// The children a liveness check asks in turn (those that exist in this role).
+#[derive(Debug, Clone, Default)]
+pub struct TreeRefs {
+    pub poller: Option<ActorRef<PollerMsg>>,
+    pub relay: Option<ActorRef<RelayMsg>>,
+    pub registry: Option<ActorRef<RegistryMsg>>,
+    /// Whether this process runs jobs (then a missing poller is a failure).
+    pub worker: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ChildKind {
-    Poller,
+    Registry,
     Relay,
+    Poller,
     Watchdog,
     Indexer,
 }
 
+/// Restart budget of the singleton children: more crashes than `max` within
+/// `window` escalate (the supervisor fails, and the process exits).
+#[derive(Debug, Clone, Copy)]
+pub struct RestartPolicy {
+    pub max: usize,
+    pub window: Duration,
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+pub const RESTARTS: RestartPolicy = RestartPolicy {
+    max: 5,
+    window: Duration::from_secs(60),
+    base: Duration::from_millis(250),
+    cap: Duration::from_secs(16),
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    After(Duration),
+    Escalate,
+}
+
+impl RestartPolicy {
+    /// Records a crash at `now` in `history` (recent crash times) and decides:
+    /// restart after `base · 2^(n−1)` (capped), where n counts the crashes
+    /// within the window, or escalate once n exceeds `max`.
+    pub fn decide(&self, history: &mut Vec<Instant>, now: Instant) -> Restart {
+        history.retain(|t| now.duration_since(*t) < self.window);
+        history.push(now);
+        let n = history.len();
+        if n > self.max {
+            return Restart::Escalate;
+        }
+        let factor = 1u32 << (n - 1).min(16);
+        Restart::After(self.base.saturating_mul(factor).min(self.cap))
+    }
+}
+
 pub struct SupervisorArgs {
     pub services: Arc<Services>,
-    /// Run the queue poller and the watchdog (the `worker` role).
+    /// Run the queue poller, watchdog and indexer (the `worker` role).
     pub worker: bool,
 }
 
@@ -124,10 +202,9 @@ pub struct SupervisorState {
     running: Arc<AtomicUsize>,
     jobs: HashMap<ActorId, RunningJob>,
     job_actors: HashMap<String, ActorId>,
-    sessions: HashMap<Uuid, ActorRef<SessionMsg>>,
-    session_users: HashMap<ActorId, Uuid>,
-    children: HashMap<ActorId, (ChildKind, ActorCell)>,
-    restarts: HashMap<ChildKind, Vec<tokio::time::Instant>>,
+    children: HashMap<ActorId, ChildKind>,
+    refs: TreeRefs,
+    restarts: HashMap<ChildKind, Vec<Instant>>,
     /// Jobs drained at shutdown wait here to be handed back.
     drain_waiters: Vec<RpcReplyPort<usize>>,
 }
@@ -140,61 +217,60 @@ impl Supervisor {
         state: &mut SupervisorState,
         kind: ChildKind,
     ) -> Result<(), ActorProcessingErr> {
+        let s = state.services.clone();
+        let link = myself.get_cell();
         let cell: ActorCell = match kind {
-            ChildKind::Poller => {
-                let (r, _) = Actor::spawn_linked(
-                    None,
-                    QueuePoller,
-                    PollerArgs {
-                        services: state.services.clone(),
-                        supervisor: myself.clone(),
-                        running: state.running.clone(),
-                    },
-                    myself.get_cell(),
-                )
-                .await?;
-                r.get_cell()
-            }
-            ChildKind::Watchdog => {
-                let (r, _) = Actor::spawn_linked(
-                    None,
-                    Watchdog,
-                    WatchdogArgs {
-                        services: state.services.clone(),
-                    },
-                    myself.get_cell(),
-                )
-                .await?;
-                r.get_cell()
-            }
-            ChildKind::Indexer => {
-                let (r, _) = Actor::spawn_linked(
-                    None,
-                    Indexer,
-                    IndexerArgs {
-                        services: state.services.clone(),
-                    },
-                    myself.get_cell(),
-                )
-                .await?;
+            ChildKind::Registry => {
+                let ws = &s.settings.websocket;
+                let args = RegistryArgs {
+                    handle: s.registry.clone(),
+                    max_sockets: ws.max_sockets_per_user,
+                    min_event_gap: Duration::from_secs_f64(1.0 / ws.max_events_per_job_per_sec as f64),
+                };
+                let (r, _) = Actor::spawn_linked(None, SessionRegistry, args, link).await?;
+                state.refs.registry = Some(r.clone());
                 r.get_cell()
             }
             ChildKind::Relay => {
-                let (r, _) = Actor::spawn_linked(
-                    None,
-                    ProgressRelay,
-                    RelayArgs {
-                        services: state.services.clone(),
-                        supervisor: myself.clone(),
-                    },
-                    myself.get_cell(),
-                )
-                .await?;
+                let args = RelayArgs {
+                    services: s.clone(),
+                    registry: s.registry.clone(),
+                    stops: myself.get_derived(),
+                };
+                let (r, _) = Actor::spawn_linked(None, ProgressRelay, args, link).await?;
+                state.refs.relay = Some(r.clone());
+                r.get_cell()
+            }
+            ChildKind::Poller => {
+                let args = PollerArgs {
+                    services: s.clone(),
+                    jobs: myself.get_derived(),
+                    running: state.running.clone(),
+                };
+                let (r, _) = Actor::spawn_linked(None, QueuePoller, args, link).await?;
+                state.refs.poller = Some(r.clone());
+                r.get_cell()
+            }
+            ChildKind::Watchdog => {
+                let (r, _) = Actor::spawn_linked(None, Watchdog, WatchdogArgs { services: s }, link).await?;
+                r.get_cell()
+            }
+            ChildKind::Indexer => {
+                let (r, _) = Actor::spawn_linked(None, Indexer, IndexerArgs { services: s }, link).await?;
                 r.get_cell()
             }
         };
-        state.children.insert(cell.get_id(), (kind, cell));
+        state.children.insert(cell.get_id(), kind);
         Ok(())
+    }
+
+    fn forget_child_ref(state: &mut SupervisorState, kind: ChildKind) {
+        match kind {
+            ChildKind::Registry => state.refs.registry = None,
+            ChildKind::Relay => state.refs.relay = None,
+            ChildKind::Poller => state.refs.poller = None,
+            ChildKind::Watchdog | ChildKind::Indexer => {}
+        }
     }
 
     /// Restarts a singleton child after a capped exponential backoff, or
@@ -204,98 +280,30 @@ impl Supervisor {
         state: &mut SupervisorState,
         kind: ChildKind,
     ) -> Result<(), ActorProcessingErr> {
-        let now = tokio::time::Instant::now();
         let history = state.restarts.entry(kind).or_default();
-        history.retain(|t| now.duration_since(*t) < RESTART_WINDOW);
-        history.push(now);
-        if history.len() > MAX_CHILD_RESTARTS {
-            tracing::error!(child = ?kind, restarts = history.len(), "child keeps crashing; escalating");
-            return Err(format!("{kind:?} crashed {} times within {RESTART_WINDOW:?}", history.len()).into());
+        match RESTARTS.decide(history, Instant::now()) {
+            Restart::Escalate => {
+                tracing::error!(child = ?kind, restarts = history.len(), "child keeps crashing; escalating");
+                Err(format!("{kind:?} crashed {} times within {:?}", history.len(), RESTARTS.window).into())
+            }
+            Restart::After(delay) => {
+                tracing::warn!(child = ?kind, delay_ms = delay.as_millis() as u64, "restarting child");
+                myself.send_after(delay, move || SupervisorMsg::Respawn(kind));
+                Ok(())
+            }
         }
-        let delay = Duration::from_millis(250 * (1 << (history.len() - 1).min(6)));
-        tracing::warn!(child = ?kind, delay_ms = delay.as_millis() as u64, "restarting child");
-        myself.send_after(delay, move || SupervisorMsg::Respawn(kind));
-        Ok(())
     }
 
-    async fn start_job(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, mut claimed: Claimed) {
+    /// Gives a claimed job its own actor (which decodes and checks it).
+    async fn start_job(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, claimed: Claimed) {
         let services = state.services.clone();
-        // Pre-run checks, in arq's order (spec/arq-wire.md §6.3).
-        let job_bytes = match &claimed.job_bytes {
-            Some(b) => b.clone(),
-            None => match jobs::restore_expired(&services, &claimed.job_id).await {
-                Some(b) => {
-                    claimed.job_bytes = Some(b.clone());
-                    b
-                }
-                None => {
-                    Self::fail_unstarted(state, claimed, None, "job expired", job_execution_failed("job expired"));
-                    return;
-                }
-            },
-        };
-        let job = match JobDef::decode(&job_bytes, services.queue.serializer) {
-            Ok(job) => job,
-            Err(reason) => {
-                let msg = format!("unable to deserialize job: {reason}");
-                Self::fail_unstarted(state, claimed, None, &msg, job_execution_failed(msg.clone()));
-                return;
-            }
-        };
-        if claimed.abort_requested {
-            Self::fail_unstarted(
-                state,
-                claimed,
-                Some(job),
-                "cancelled before it started",
-                cancelled_error(),
-            );
-            return;
-        }
-        let known = job.function == PROCESS_DOCUMENT || (job.function == NOOP && services.settings.queue.enable_noop);
-        if !known {
-            let msg = format!("function '{}' not found", job.function);
-            Self::fail_unstarted(state, claimed, Some(job), &msg, job_execution_failed(msg.clone()));
-            return;
-        }
-        // A `_job_try` given to enqueue_job raises the try count (arq §6.3 step 5).
-        if let Some(t) = job.job_try.filter(|t| *t > claimed.job_try) {
-            claimed.job_try = t;
-            if let Err(e) = services.queue.set_try(&claimed.job_id, t).await {
-                tracing::warn!(job_id = %claimed.job_id, error = %e, "cannot store the job's try count");
-            }
-        }
-        let max_tries = services.settings.queue.max_tries;
-        if claimed.job_try > max_tries as i64 {
-            let msg = format!("max {max_tries} retries exceeded");
-            Self::fail_unstarted(state, claimed, Some(job), &msg, jobs::max_tries_exceeded(max_tries));
-            return;
-        }
-        if job.function == NOOP {
-            let running = state.running.clone();
-            tokio::spawn(async move {
-                let start_ms = crate::arq::now_ms();
-                jobs::arq_finish(
-                    &services,
-                    &claimed,
-                    Some(&job),
-                    start_ms,
-                    true,
-                    crate::arq::PyValue::None,
-                )
-                .await;
-                running.fetch_sub(1, Ordering::SeqCst);
-            });
-            return;
-        }
         let args = DocumentArgs {
             services: services.clone(),
-            claimed: claimed.clone(),
-            job,
+            claimed,
             cancel: CancellationToken::new(),
             deadline: tokio::time::Instant::now() + services.settings.queue.job_timeout(),
         };
-        let lease = spawn_lease(services.clone(), claimed.job_id.clone());
+        let lease = spawn_lease(services.clone(), args.claimed.job_id.clone());
         Self::spawn_document(myself, state, args, 0, lease).await;
     }
 
@@ -326,28 +334,20 @@ impl Supervisor {
                 // pre_start cannot fail for DocumentActor; treat it like a crash.
                 tracing::error!(job_id = %job_id, error = %e, "cannot start a document actor");
                 lease.abort();
-                state.running.fetch_sub(1, Ordering::SeqCst);
-                let services = state.services.clone();
-                tokio::spawn(async move {
-                    jobs::arq_retry(&services, &args.claimed, Duration::from_secs(1)).await;
+                let claimed = args.claimed;
+                Self::release_after(state, async move {
+                    jobs::arq_retry(&args.services, &claimed, Duration::from_secs(1)).await;
                 });
             }
         }
     }
 
-    /// Fails a job that never gets an actor; frees its slot when done.
-    fn fail_unstarted(
-        state: &mut SupervisorState,
-        claimed: Claimed,
-        job: Option<JobDef>,
-        reason: &str,
-        exception: crate::arq::PyValue,
-    ) {
-        let services = state.services.clone();
+    /// Runs `work` as tracked background work (shutdown waits for it), then
+    /// frees the job's slot.
+    fn release_after(state: &SupervisorState, work: impl std::future::Future<Output = ()> + Send + 'static) {
         let running = state.running.clone();
-        let reason = reason.to_string();
-        tokio::spawn(async move {
-            jobs::fail_without_actor(&services, &claimed, job.as_ref(), &reason, exception).await;
+        state.services.tasks.spawn(async move {
+            work.await;
             running.fetch_sub(1, Ordering::SeqCst);
         });
     }
@@ -397,9 +397,11 @@ impl Actor for Supervisor {
             running: Arc::new(AtomicUsize::new(0)),
             jobs: HashMap::new(),
             job_actors: HashMap::new(),
-            sessions: HashMap::new(),
-            session_users: HashMap::new(),
             children: HashMap::new(),
+            refs: TreeRefs {
+                worker: args.worker,
+                ..TreeRefs::default()
+            },
             restarts: HashMap::new(),
             drain_waiters: Vec::new(),
         })
@@ -410,13 +412,17 @@ impl Actor for Supervisor {
         myself: ActorRef<Self::Msg>,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        // Every role relays: the API side feeds sockets, the worker side
-        // listens for control messages (stop a stuck attempt).
+        // Every role has the registry and the relay: the API side feeds
+        // sockets, the worker side listens for control messages.
+        Self::spawn_child(&myself, state, ChildKind::Registry).await?;
         Self::spawn_child(&myself, state, ChildKind::Relay).await?;
         if state.worker {
             Self::spawn_child(&myself, state, ChildKind::Poller).await?;
             Self::spawn_child(&myself, state, ChildKind::Watchdog).await?;
             Self::spawn_child(&myself, state, ChildKind::Indexer).await?;
+        }
+        if let Some(secs) = state.services.faults.freeze_supervisor_after() {
+            myself.send_after(secs, || SupervisorMsg::Freeze);
         }
         Ok(())
     }
@@ -428,52 +434,23 @@ impl Actor for Supervisor {
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SupervisorMsg::StartJob(claimed) => {
+            SupervisorMsg::Poller(PollerEvent::Claimed(claimed)) => {
                 if state.draining {
                     // Claimed just before the drain: hand it straight back.
                     let services = state.services.clone();
-                    let running = state.running.clone();
-                    tokio::spawn(async move {
+                    Self::release_after(state, async move {
                         jobs::arq_retry(&services, &claimed, Duration::ZERO).await;
-                        running.fetch_sub(1, Ordering::SeqCst);
                     });
                 } else {
                     Self::start_job(&myself, state, *claimed).await;
                 }
             }
-            SupervisorMsg::RegisterSocket { user_id, socket } => {
-                if let Some(session) = state.sessions.get(&user_id) {
-                    if session.cast(SessionMsg::AddSocket(socket.clone())).is_ok() {
-                        return Ok(());
-                    }
-                }
-                let ws = &state.services.settings.websocket;
-                let args = SessionArgs {
-                    user_id,
-                    first: socket,
-                    max_sockets: ws.max_sockets_per_user,
-                    min_event_gap: Duration::from_secs_f64(1.0 / ws.max_events_per_job_per_sec as f64),
-                };
-                match Actor::spawn_linked(None, SessionActor, args, myself.get_cell()).await {
-                    Ok((session, _)) => {
-                        state.session_users.insert(session.get_id(), user_id);
-                        state.sessions.insert(user_id, session);
-                    }
-                    Err(e) => tracing::error!(user_id = %user_id, error = %e, "cannot start a session actor"),
+            SupervisorMsg::Poller(PollerEvent::Abort(job_id)) => {
+                if let Some(job) = state.job_actors.get(&job_id).and_then(|id| state.jobs.get(id)) {
+                    job.args.cancel.cancel();
                 }
             }
-            SupervisorMsg::UnregisterSocket { user_id, socket_id } => {
-                if let Some(session) = state.sessions.get(&user_id) {
-                    let _ = session.cast(SessionMsg::RemoveSocket(socket_id));
-                }
-            }
-            SupervisorMsg::ResyncAll => {
-                let text: Arc<str> = Arc::from(r#"{"type":"resync"}"#);
-                for session in state.sessions.values() {
-                    let _ = session.cast(SessionMsg::Broadcast(text.clone()));
-                }
-            }
-            SupervisorMsg::StopAttempt { job_id, job_try } => {
+            SupervisorMsg::StopAttempt(StopAttempt { job_id, job_try }) => {
                 let target = state
                     .job_actors
                     .get(&job_id)
@@ -491,11 +468,6 @@ impl Actor for Supervisor {
                     }
                 }
             }
-            SupervisorMsg::Deliver(envelope) => {
-                if let Some(session) = state.sessions.get(&envelope.user_id) {
-                    let _ = session.cast(SessionMsg::Push(Arc::new(envelope.event)));
-                }
-            }
             SupervisorMsg::Cancel { job_id, reply } => {
                 let found = match state.job_actors.get(&job_id).and_then(|id| state.jobs.get(id)) {
                     Some(job) => {
@@ -509,12 +481,13 @@ impl Actor for Supervisor {
             SupervisorMsg::Running(reply) => {
                 let _ = reply.send(state.jobs.values().map(|j| j.job_id.clone()).collect());
             }
+            SupervisorMsg::Ping(reply) => {
+                let _ = reply.send(state.refs.clone());
+            }
             SupervisorMsg::Drain { grace, reply } => {
                 state.draining = true;
-                for (kind, cell) in state.children.values() {
-                    if *kind == ChildKind::Poller {
-                        cell.stop(Some("draining".into()));
-                    }
+                if let Some(poller) = state.refs.poller.take() {
+                    poller.stop(Some("draining".into()));
                 }
                 if state.jobs.is_empty() {
                     let _ = reply.send(0);
@@ -540,7 +513,11 @@ impl Actor for Supervisor {
                         job.cell.kill();
                         let services = state.services.clone();
                         let claimed = job.args.claimed.clone();
-                        tokio::spawn(async move { jobs::arq_retry(&services, &claimed, Duration::ZERO).await });
+                        let running = state.running.clone();
+                        state.services.tasks.spawn(async move {
+                            jobs::arq_retry(&services, &claimed, Duration::ZERO).await;
+                            running.fetch_sub(1, Ordering::SeqCst);
+                        });
                     }
                     state.job_actors.clear();
                     for reply in state.drain_waiters.drain(..) {
@@ -553,6 +530,10 @@ impl Actor for Supervisor {
                     return Ok(());
                 }
                 Self::spawn_child(&myself, state, kind).await?;
+            }
+            SupervisorMsg::Freeze => {
+                tracing::error!("injected fault: the supervisor stops handling messages");
+                std::future::pending::<()>().await;
             }
         }
         Ok(())
@@ -572,11 +553,8 @@ impl Actor for Supervisor {
                     state.job_actors.remove(&job.job_id);
                     state.running.fetch_sub(1, Ordering::SeqCst);
                     Self::answer_drain_waiters(state);
-                } else if let Some(user) = state.session_users.remove(&id) {
-                    if state.sessions.get(&user).map(|s| s.get_id()) == Some(id) {
-                        state.sessions.remove(&user);
-                    }
-                } else if let Some((kind, _)) = state.children.remove(&id) {
+                } else if let Some(kind) = state.children.remove(&id) {
+                    Self::forget_child_ref(state, kind);
                     if !state.draining {
                         tracing::warn!(child = ?kind, ?reason, "child stopped unexpectedly");
                         Self::schedule_restart(&myself, state, kind)?;
@@ -590,38 +568,26 @@ impl Actor for Supervisor {
                     tracing::error!(job_id = %job.job_id, restarts = job.restarts, error = %error, "document actor crashed");
                     if state.draining || job.restarts >= MAX_JOB_RESTARTS {
                         job.lease.abort();
-                        let services = state.services.clone();
-                        let running = state.running.clone();
-                        let claimed = job.args.claimed.clone();
                         let draining = state.draining;
                         let restarts = job.restarts + 1;
-                        let job_def = job.args.job.clone();
-                        tokio::spawn(async move {
+                        let args = job.args;
+                        Self::release_after(state, async move {
                             if draining {
-                                jobs::arq_retry(&services, &claimed, Duration::ZERO).await;
+                                jobs::arq_retry(&args.services, &args.claimed, Duration::ZERO).await;
                             } else {
                                 let reason =
                                     format!("the worker crashed {restarts} times while processing this document");
-                                jobs::fail_without_actor(
-                                    &services,
-                                    &claimed,
-                                    Some(&job_def),
-                                    &reason,
-                                    job_execution_failed(reason.clone()),
-                                )
-                                .await;
+                                let exception = job_execution_failed(reason.clone());
+                                jobs::fail_without_actor(&args.services, &args.claimed, None, &reason, exception).await;
                             }
-                            running.fetch_sub(1, Ordering::SeqCst);
                         });
                         Self::answer_drain_waiters(state);
                     } else {
                         // Restart the job as a new attempt; its slot and lease carry over.
                         Self::spawn_document(&myself, state, job.args, job.restarts + 1, job.lease).await;
                     }
-                } else if let Some(user) = state.session_users.remove(&id) {
-                    tracing::error!(user_id = %user, error = %error, "session actor crashed; its sockets will reconnect and resume");
-                    state.sessions.remove(&user);
-                } else if let Some((kind, _)) = state.children.remove(&id) {
+                } else if let Some(kind) = state.children.remove(&id) {
+                    Self::forget_child_ref(state, kind);
                     tracing::error!(child = ?kind, error = %error, "child crashed");
                     if !state.draining {
                         Self::schedule_restart(&myself, state, kind)?;
@@ -642,5 +608,58 @@ impl Actor for Supervisor {
             job.lease.abort();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_back_off_exponentially_and_escalate_past_the_budget() {
+        let policy = RESTARTS;
+        let mut history = Vec::new();
+        let t0 = Instant::now();
+        let delays: Vec<Restart> = (0..6)
+            .map(|i| policy.decide(&mut history, t0 + Duration::from_secs(i)))
+            .collect();
+        assert_eq!(
+            delays,
+            vec![
+                Restart::After(Duration::from_millis(250)),
+                Restart::After(Duration::from_millis(500)),
+                Restart::After(Duration::from_secs(1)),
+                Restart::After(Duration::from_secs(2)),
+                Restart::After(Duration::from_secs(4)),
+                Restart::Escalate,
+            ]
+        );
+    }
+
+    #[test]
+    fn crashes_older_than_the_window_are_forgiven() {
+        let policy = RESTARTS;
+        let mut history = Vec::new();
+        let t0 = Instant::now();
+        for i in 0..5 {
+            policy.decide(&mut history, t0 + Duration::from_secs(i));
+        }
+        // A minute later the budget is whole again.
+        assert_eq!(
+            policy.decide(&mut history, t0 + Duration::from_secs(70)),
+            Restart::After(Duration::from_millis(250))
+        );
+    }
+
+    #[test]
+    fn the_delay_is_capped() {
+        let policy = RestartPolicy { max: 100, ..RESTARTS };
+        let mut history = Vec::new();
+        let t0 = Instant::now();
+        let mut last = Restart::Escalate;
+        for i in 0..40 {
+            last = policy.decide(&mut history, t0 + Duration::from_millis(i));
+        }
+        assert_eq!(last, Restart::After(RESTARTS.cap));
     }
 }

@@ -402,10 +402,11 @@ pub async fn delete(
     }
     // A queued job would only find its document gone; stop it early if it is still here.
     let job_id = job_id_for(id);
-    let _ = ractor::call!(state.supervisor, |reply| crate::actors::SupervisorMsg::Cancel {
-        job_id,
-        reply
-    });
+    let _ = ractor::call_t!(
+        state.supervisor,
+        |reply| crate::actors::SupervisorMsg::Cancel { job_id, reply },
+        1000
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -131,6 +131,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(ui::routes(state.services.settings.http.dev_mode))
         .route("/healthz", get(health::healthz))
+        .route("/livez", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .nest("/api/v1", api)

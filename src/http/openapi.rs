@@ -125,7 +125,10 @@ pub struct AdminJobs {
 
 #[derive(Serialize, ToSchema)]
 pub struct Alive {
+    /// `ok`, or `dead` with a reason.
     pub status: String,
+    /// Which actor of the tree did not answer.
+    pub reason: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -134,7 +137,10 @@ pub struct Readiness {
     pub status: String,
     pub database: bool,
     pub redis: bool,
+    /// The actor tree answered its liveness ping.
     pub workers: bool,
+    /// Which actor of the tree did not answer, if any.
+    pub tree: Option<String>,
     pub draining: bool,
 }
 

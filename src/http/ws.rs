@@ -1,11 +1,17 @@
 //! `GET /api/v1/ws/{user_id}`: the progress socket. The token comes as
 //! `?token=` or in `Sec-WebSocket-Protocol: bearer, <token>`; the path's user
 //! must be the token's `sub`. The socket is split (axum's chat example): a
-//! writer task drains the channel the user's `SessionActor` and the reader
-//! feed; the reader answers `ping` with `pong`, replays history on
-//! `{"type":"resume","after":{job_id: seq}}`, and closes the socket after
-//! repeated invalid messages. When either half ends, the socket leaves its
-//! session.
+//! writer task drains two channels, live events (fed by the user's
+//! `SessionActor`, never awaited there: a full buffer means a slow reader,
+//! which is closed with 1008) and replies (fed by the reader half, awaited:
+//! back-pressure). The reader answers `ping` with `pong`, replays history on
+//! `{"type":"resume","after":{job_id: seq}}` (one query, streamed), and
+//! closes the socket after repeated invalid messages.
+//!
+//! The socket is registered before anything else and only once the session
+//! that will deliver acknowledged it (retried against a fresh session if
+//! the acknowledgement does not come); when either half ends it is
+//! unregistered at once. So every open socket gets every event, or is closed.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,16 +30,20 @@ use uuid::Uuid;
 use super::auth::AuthUser;
 use super::error::ApiError;
 use super::AppState;
-use crate::actors::session::{Outgoing, SocketHandle};
-use crate::actors::SupervisorMsg;
+use crate::actors::registry::RegistryMsg;
+use crate::actors::session::{Outgoing, Registration, SocketHandle};
 use crate::db;
 
 /// Invalid messages tolerated before the socket is closed with 1008.
 const MAX_INVALID: u32 = 5;
 /// Jobs one `resume` may ask about.
 const MAX_RESUME_JOBS: usize = 1000;
-/// Outgoing messages buffered per socket before it counts as too slow.
+/// Live events buffered per socket before it counts as too slow.
 const OUTGOING_BUFFER: usize = 1024;
+/// Replies (pong, resumed history) buffered per socket; the reader waits for room.
+const REPLY_BUFFER: usize = 256;
+/// Registration attempts before the socket is closed with 1011.
+const REGISTER_TRIES: u32 = 6;
 
 #[derive(Deserialize)]
 pub struct WsQuery {
@@ -123,23 +133,46 @@ fn close(code: u16, reason: &str) -> Message {
     }))
 }
 
+/// Registers the socket with the session that will deliver to it; retries
+/// against a fresh session when the acknowledgement does not come (the
+/// session was stopping, or the registry is being restarted).
+async fn register(state: &AppState, user_id: Uuid, socket: SocketHandle) -> Result<Registration, ()> {
+    for attempt in 0..REGISTER_TRIES {
+        if let Some(registry) = state.services.registry.get() {
+            let socket = socket.clone();
+            match ractor::call_t!(registry, |reply| RegistryMsg::Register { user_id, socket, reply }, 2000) {
+                Ok(answer) => return Ok(answer),
+                Err(e) => {
+                    tracing::debug!(user_id = %user_id, attempt, error = %e, "socket registration not acknowledged; retrying")
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
+    }
+    Err(())
+}
+
 async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
     let socket_id = state.socket_ids.fetch_add(1, Ordering::Relaxed);
-    let (tx, mut rx) = mpsc::channel::<Outgoing>(OUTGOING_BUFFER);
+    let (live_tx, mut live_rx) = mpsc::channel::<Outgoing>(OUTGOING_BUFFER);
+    let (tx, mut reply_rx) = mpsc::channel::<Outgoing>(REPLY_BUFFER);
+    let kick = tokio_util::sync::CancellationToken::new();
     let (mut sink, mut stream) = socket.split();
-    if state
-        .supervisor
-        .cast(SupervisorMsg::RegisterSocket {
-            user_id: user.user_id,
-            socket: SocketHandle {
-                id: socket_id,
-                tx: tx.clone(),
-            },
-        })
-        .is_err()
-    {
-        let _ = sink.send(close(1011, "server is not ready")).await;
-        return;
+    let handle = SocketHandle {
+        id: socket_id,
+        tx: live_tx,
+        kick: kick.clone(),
+    };
+    match register(&state, user.user_id, handle).await {
+        Ok(Registration::Accepted) => {}
+        Ok(Registration::Refused(reason)) => {
+            let _ = sink.send(close(1008, &reason)).await;
+            return;
+        }
+        Err(()) => {
+            let _ = sink.send(close(1011, "server is not ready; reconnect")).await;
+            return;
+        }
     }
     tracing::debug!(user_id = %user.user_id, socket = socket_id, "socket opened");
     crate::metrics::socket_opened();
@@ -151,30 +184,44 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
         let expiry = tokio::time::sleep(expires_in);
         tokio::pin!(expiry);
         loop {
-            tokio::select! {
-                msg = rx.recv() => match msg {
-                    Some(Outgoing::Text(text)) => {
-                        if sink.send(Message::Text((&*text).into())).await.is_err() {
-                            break;
-                        }
-                        crate::metrics::socket_sent();
-                    }
-                    Some(Outgoing::Close { code, reason }) => {
-                        let _ = sink.send(close(code, &reason)).await;
-                        break;
-                    }
+            let next = tokio::select! {
+                msg = live_rx.recv() => match msg {
+                    Some(m) => m,
                     None => {
-                        // The session dropped this socket (too slow).
-                        let _ = sink.send(close(1008, "too slow to receive progress; reconnect and resume")).await;
-                        break;
+                        // The session let go of this socket: unregistered
+                        // after the reader ended (which queued its own close
+                        // first), or the session was restarted. Never stay
+                        // open without live events.
+                        let mut close = Outgoing::Close { code: 1011, reason: "progress stream restarted; reconnect and resume".into() };
+                        while let Ok(m) = reply_rx.try_recv() {
+                            if matches!(m, Outgoing::Close { .. }) {
+                                close = m;
+                                break;
+                            }
+                        }
+                        close
                     }
                 },
-                _ = &mut expiry => {
-                    let _ = sink.send(close(1008, "token expired")).await;
-                    break;
+                msg = reply_rx.recv() => match msg {
+                    Some(m) => m,
+                    None => break,
+                },
+                _ = kick.cancelled() => Outgoing::Close {
+                    code: 1008,
+                    reason: "too slow to receive progress; reconnect and resume".into(),
+                },
+                _ = &mut expiry => Outgoing::Close { code: 1008, reason: "token expired".into() },
+                _ = shutdown.cancelled() => Outgoing::Close { code: 1001, reason: "server shutting down".into() },
+            };
+            match next {
+                Outgoing::Text(text) => {
+                    if sink.send(Message::Text((&*text).into())).await.is_err() {
+                        break;
+                    }
+                    crate::metrics::socket_sent();
                 }
-                _ = shutdown.cancelled() => {
-                    let _ = sink.send(close(1001, "server shutting down")).await;
+                Outgoing::Close { code, reason } => {
+                    let _ = sink.send(close(code, &reason)).await;
                     break;
                 }
             }
@@ -202,8 +249,8 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
                     .await;
                 return;
             }
-            let reply = match msg {
-                Ok(Message::Text(text)) => handle_text(&reader_state, user.user_id, text.as_str()).await,
+            let answered = match msg {
+                Ok(Message::Text(text)) => handle_text(&reader_state, user.user_id, text.as_str(), &tx).await,
                 Ok(Message::Binary(_)) => Err("binary messages are not accepted".to_string()),
                 Ok(Message::Close(_)) => break,
                 Err(e) => {
@@ -219,16 +266,12 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
                     }
                     return;
                 }
-                Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => Ok(Vec::new()),
+                Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => Ok(true),
             };
-            match reply {
-                Ok(messages) => {
-                    for m in messages {
-                        if tx.send(Outgoing::Text(m.into())).await.is_err() {
-                            return;
-                        }
-                    }
-                }
+            match answered {
+                Ok(true) => {}
+                // The writer is gone: the socket is closing.
+                Ok(false) => return,
                 Err(problem) => {
                     invalid += 1;
                     let text = json!({ "type": "error", "message": problem }).to_string();
@@ -249,18 +292,20 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
         }
     };
     let reader = std::pin::pin!(reader);
-    tokio::select! {
-        _ = reader => {
-            // Let the writer flush a pending close frame, then stop it.
-            let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
-            writer.abort();
-        }
-        _ = &mut writer => {}
-    }
-    let _ = state.supervisor.cast(SupervisorMsg::UnregisterSocket {
+    let reader_ended = tokio::select! {
+        _ = reader => true,
+        _ = &mut writer => false,
+    };
+    // Unregistered at once, so a reconnect is never refused for a socket that is gone.
+    state.services.registry.cast(RegistryMsg::Unregister {
         user_id: user.user_id,
         socket_id,
     });
+    if reader_ended {
+        // Let the writer flush a pending close frame, then stop it.
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
+        writer.abort();
+    }
     crate::metrics::socket_closed(opened.elapsed().as_secs_f64());
     tracing::debug!(user_id = %user.user_id, socket = socket_id, "socket closed");
 }
@@ -300,31 +345,34 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, String> {
     Ok(msg)
 }
 
-/// Answers one text message; `Err` is an invalid message.
-async fn handle_text(state: &AppState, user: Uuid, text: &str) -> Result<Vec<String>, String> {
+/// Answers one text message into the reply channel. `Err` is an invalid
+/// message; `Ok(false)` means the socket is closing.
+async fn handle_text(state: &AppState, user: Uuid, text: &str, tx: &mpsc::Sender<Outgoing>) -> Result<bool, String> {
+    let send = |text: String| async move { tx.send(Outgoing::Text(text.into())).await.is_ok() };
     match parse_client_message(text)? {
-        ClientMessage::TextPing => Ok(vec!["pong".to_string()]),
-        ClientMessage::Ping {} => Ok(vec![json!({ "type": "pong" }).to_string()]),
+        ClientMessage::TextPing => Ok(send("pong".to_string()).await),
+        ClientMessage::Ping {} => Ok(send(json!({ "type": "pong" }).to_string()).await),
         ClientMessage::Resume { after } => {
             crate::metrics::socket_resumed();
-            let mut out = Vec::new();
-            for (job_id, seq) in after {
-                // Other users' jobs look exactly like unknown ones.
-                match db::history(&state.services.db, user, &job_id, seq).await {
-                    Ok(Some(events)) => {
-                        for e in events {
-                            out.push(serde_json::to_string(&e).map_err(|e| e.to_string())?);
+            let (jobs, seqs): (Vec<String>, Vec<i64>) = after.into_iter().unzip();
+            // One query, its rows sent as they come; the reply channel's
+            // back-pressure paces it, on the history's own small pool.
+            let mut rows = std::pin::pin!(db::history_many(&state.services.history_db, user, &jobs, &seqs));
+            while let Some(row) = rows.next().await {
+                match row {
+                    Ok(event) => {
+                        let text = serde_json::to_string(&event).map_err(|e| e.to_string())?;
+                        if !send(text).await {
+                            return Ok(false);
                         }
                     }
-                    Ok(None) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "resume query failed");
                         return Err("history is unavailable right now; resume again shortly".into());
                     }
                 }
             }
-            out.push(json!({ "type": "resumed" }).to_string());
-            Ok(out)
+            Ok(send(json!({ "type": "resumed" }).to_string()).await)
         }
     }
 }

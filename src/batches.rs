@@ -14,7 +14,6 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use crate::domain::{EventType, ProgressEvent, Stage};
-use crate::progress::Publisher;
 
 pub fn batch_job_id(id: Uuid) -> String {
     format!("batch:{id}")
@@ -100,10 +99,13 @@ async fn totals(db: &PgPool, id: Uuid) -> Result<Option<Totals>, sqlx::Error> {
     .transpose()
 }
 
-/// Recomputes the batch and emits a `batch_progress` event (the final one
-/// only once, however many documents end at the same moment).
-pub async fn refresh(db: &PgPool, publisher: &Publisher, id: Uuid) -> Result<(), sqlx::Error> {
-    let Some(t) = totals(db, id).await? else { return Ok(()) };
+/// Recomputes the batch and records a `batch_progress` event (the final one
+/// only once, however many documents end at the same moment); returns it
+/// with its owner, for the event sink to send.
+pub async fn refresh(db: &PgPool, id: Uuid) -> Result<Option<(Uuid, ProgressEvent)>, sqlx::Error> {
+    let Some(t) = totals(db, id).await? else {
+        return Ok(None);
+    };
     let ended = t.completed + t.failed;
     let done = t.total > 0 && ended == t.total;
     let stage = if done { Stage::Completed } else { Stage::BatchProcessing };
@@ -145,7 +147,7 @@ pub async fn refresh(db: &PgPool, publisher: &Publisher, id: Uuid) -> Result<(),
     .bind(timestamp)
     .fetch_optional(db)
     .await?;
-    let Some(row) = row else { return Ok(()) };
+    let Some(row) = row else { return Ok(None) };
     let event = ProgressEvent {
         kind: EventType::BatchProgress,
         job_id,
@@ -161,8 +163,7 @@ pub async fn refresh(db: &PgPool, publisher: &Publisher, id: Uuid) -> Result<(),
         timestamp,
         document_name: None,
     };
-    publisher.publish(t.owner, &event).await;
-    Ok(())
+    Ok(Some((t.owner, event)))
 }
 
 /// The batch, if `owner` owns it.

@@ -258,6 +258,8 @@ pub struct FaultSettings {
     pub hang_secs: u64,
     pub hang_times: u32,
     pub freeze_supervisor_after_secs: u64,
+    pub fail_upload_at_file: usize,
+    pub fail_upload_times: u32,
 }
 
 /// A setting that stops start-up. `Display` is the one line an operator reads.

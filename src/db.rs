@@ -494,6 +494,8 @@ pub struct JobStart {
     pub batch_id: Option<Uuid>,
     pub document_name: Option<String>,
     pub stage: Stage,
+    /// Progress the job had reached before this attempt.
+    pub progress: f64,
 }
 
 /// Begins a new attempt: every later write of this worker is fenced by the
@@ -504,7 +506,8 @@ pub async fn begin_attempt(pool: &PgPool, job_id: &str) -> Result<Option<JobStar
          error = NULL, failed_stage = NULL, completed_at = NULL, enqueued_at = COALESCE(j.enqueued_at, now()) \
          FROM job_progress old LEFT JOIN documents d ON d.id = old.document_id \
          WHERE j.job_id = $1 AND old.id = j.id \
-         RETURNING j.attempt, j.user_id, j.document_id, j.batch_id, d.name, old.stage AS previous_stage",
+         RETURNING j.attempt, j.user_id, j.document_id, j.batch_id, d.name, old.stage AS previous_stage, \
+                   old.progress AS previous_progress",
     )
     .bind(job_id)
     .fetch_optional(pool)
@@ -518,6 +521,7 @@ pub async fn begin_attempt(pool: &PgPool, job_id: &str) -> Result<Option<JobStar
             batch_id: r.try_get("batch_id")?,
             document_name: r.try_get("name")?,
             stage: Stage::parse(&stage).unwrap_or(Stage::Queued),
+            progress: r.try_get("previous_progress")?,
         })
     })
     .transpose()
@@ -770,6 +774,132 @@ pub async fn cache_chunks(
     .execute(pool)
     .await?;
     Ok(())
+}
+
+// ---------------------------------------------------------------- admission
+
+/// Serialises admission decisions for one user across instances (until the
+/// transaction ends).
+pub async fn lock_user_admission(tx: &mut sqlx::PgConnection, user: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
+        .bind(user.to_string())
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// The user's managed jobs in the queue or running.
+pub async fn active_managed_jobs(tx: &mut sqlx::PgConnection, user: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM job_progress WHERE user_id = $1 AND managed AND enqueued_at IS NOT NULL \
+         AND stage NOT IN ('completed', 'failed') AND document_id IS NOT NULL",
+    )
+    .bind(user)
+    .fetch_one(&mut *tx)
+    .await
+}
+
+/// Up to `limit` of the user's held jobs, oldest first, locked: (job id, document id).
+pub async fn held_jobs(
+    tx: &mut sqlx::PgConnection,
+    user: Uuid,
+    limit: i64,
+) -> Result<Vec<(String, Uuid)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT job_id, document_id FROM job_progress WHERE user_id = $1 AND managed AND enqueued_at IS NULL \
+         AND stage = 'queued' AND document_id IS NOT NULL ORDER BY created_at, job_id LIMIT $2 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(user)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await
+}
+
+pub async fn mark_enqueued(tx: &mut sqlx::PgConnection, job_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE job_progress SET enqueued_at = now() WHERE job_id = $1")
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Users who have held jobs.
+pub async fn users_with_held_jobs(pool: &PgPool) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT user_id FROM job_progress WHERE managed AND enqueued_at IS NULL AND stage = 'queued' \
+         AND document_id IS NOT NULL LIMIT 10000",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// (document, owner) of a managed job that has not ended: one we may rebuild.
+pub async fn unfinished_managed_job(pool: &PgPool, job_id: &str) -> Result<Option<(Uuid, Uuid)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT document_id, user_id FROM job_progress WHERE job_id = $1 AND managed \
+         AND document_id IS NOT NULL AND stage NOT IN ('completed', 'failed')",
+    )
+    .bind(job_id)
+    .fetch_optional(pool)
+    .await
+}
+
+// ---------------------------------------------------------------- idempotency
+
+/// Takes the key for this request inside the caller's transaction; when
+/// another request holds it, returns that request's (fingerprint, response).
+/// A concurrent request with the same key makes this wait until it commits
+/// (then its answer is returned) or rolls back (then the key is ours).
+pub async fn claim_idempotency_key(
+    tx: &mut sqlx::PgConnection,
+    owner: Uuid,
+    key: &str,
+    fingerprint: &str,
+) -> Result<Option<(String, serde_json::Value)>, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (user_id, key, fingerprint, response) VALUES ($1, $2, $3, 'null') \
+         ON CONFLICT (user_id, key) DO NOTHING",
+    )
+    .bind(owner)
+    .bind(key)
+    .bind(fingerprint)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(None);
+    }
+    let (print, response): (String, Json<serde_json::Value>) =
+        sqlx::query_as("SELECT fingerprint, response FROM idempotency_keys WHERE user_id = $1 AND key = $2")
+            .bind(owner)
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+    Ok(Some((print, response.0)))
+}
+
+pub async fn store_idempotent_response(
+    tx: &mut sqlx::PgConnection,
+    owner: Uuid,
+    key: &str,
+    response: &serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE idempotency_keys SET response = $3 WHERE user_id = $1 AND key = $2")
+        .bind(owner)
+        .bind(key)
+        .bind(Json(response))
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn expire_idempotency_keys(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    Ok(
+        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'")
+            .execute(pool)
+            .await?
+            .rows_affected(),
+    )
 }
 
 // ---------------------------------------------------------------- embeddings

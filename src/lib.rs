@@ -7,11 +7,11 @@
 //! - [`analytics`] — per-stage processing statistics from the history table
 //! - [`arq`] — arq 0.28's wire format and queue protocol in Redis
 //! - [`batches`] — documents uploaded together and their aggregated progress
-//! - [`progress`] — numbering, storing and publishing progress events
+//! - [`progress`] — a worker attempt's reporter: monotonic, throttled, fenced
 //! - [`pipeline`] — the stages (download, extract, chunk, embed, store) as plain functions
 //! - [`actors`] — the ractor supervision tree that runs jobs and feeds sockets
-//! - [`fairness`] — holding back one user's surplus jobs so every user's work moves
-//! - [`jobs`] — ending a job on both records (Postgres and the arq result)
+//! - [`jobs`] — the job lifecycle: submit (all or nothing), admission (fairness), retry, cancel, finish
+//! - [`events`] — the one event sink: record, publish, move the batch
 //! - [`metrics`] — Prometheus metrics (no per-user labels)
 //! - [`notify`] — systemd's READY/WATCHDOG notifications, sent after the tree answered
 //! - [`recovery`] — the stall watchdog's and the reconciler's logic (Postgres vs Redis)
@@ -27,7 +27,7 @@ pub mod batches;
 pub mod config;
 pub mod db;
 pub mod domain;
-pub mod fairness;
+pub mod events;
 pub mod http;
 pub mod ingest;
 pub mod jobs;

@@ -1,18 +1,14 @@
-//! Emitting progress: each event is numbered and stored in Postgres
-//! (`job_progress` + `job_progress_history`, fenced by attempt), then
-//! published on the Redis channel every instance listens to. Postgres is the
-//! record; pub/sub is the fast path, and `resume` replays what it dropped.
+//! A worker's view of progress: the [`Reporter`] of one job attempt keeps
+//! its progress monotonic, throttles per-chunk events, and emits through the
+//! lifecycle layer's [`EventSink`] (record, publish, move the batch), fenced
+//! by its attempt number.
 
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use redis::aio::ConnectionManager;
-use redis::AsyncCommands;
-use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::db::{self, EventRecord};
-use crate::domain::{Envelope, EventType, ProgressEvent, Stage};
+use crate::domain::{EventType, ProgressEvent, Stage};
+use crate::events::{EventSink, JobMeta, NewEvent};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProgressError {
@@ -23,56 +19,10 @@ pub enum ProgressError {
     Db(#[from] sqlx::Error),
 }
 
-/// Publishes events on the shared channel.
-#[derive(Clone)]
-pub struct Publisher {
-    redis: ConnectionManager,
-    channel: String,
-}
-
-impl Publisher {
-    pub fn new(redis: ConnectionManager, channel: impl Into<String>) -> Self {
-        Publisher {
-            redis,
-            channel: channel.into(),
-        }
-    }
-
-    pub fn channel(&self) -> &str {
-        &self.channel
-    }
-
-    /// Best effort: the event is already stored, so a Redis outage only
-    /// delays it until the client's `resume`.
-    pub async fn publish(&self, user_id: Uuid, event: &ProgressEvent) {
-        let envelope = Envelope {
-            user_id,
-            event: event.clone(),
-        };
-        let payload = match serde_json::to_string(&envelope) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(job_id = %event.job_id, error = %e, "cannot encode progress event");
-                return;
-            }
-        };
-        let mut con = self.redis.clone();
-        if let Err(e) = con.publish::<_, _, ()>(&self.channel, payload).await {
-            tracing::warn!(job_id = %event.job_id, seq = event.seq, error = %e, "progress not published; clients will catch up on resume");
-        }
-    }
-}
-
-/// Records and publishes the events of one job attempt. Keeps progress
-/// monotonic within the attempt and throttles the per-chunk events.
+/// Records and publishes the events of one job attempt.
 pub struct Reporter {
-    db: PgPool,
-    publisher: Publisher,
-    pub job_id: String,
-    pub user_id: Uuid,
-    pub document_id: Option<Uuid>,
-    pub batch_id: Option<Uuid>,
-    pub document_name: Option<String>,
+    sink: EventSink,
+    meta: JobMeta,
     pub attempt: i32,
     last_progress: f64,
     last_stage: Stage,
@@ -82,27 +32,18 @@ pub struct Reporter {
     min_interval: Duration,
 }
 
+/// An event stored inside a caller's transaction but not yet sent.
+#[must_use = "publish it once its transaction committed"]
+pub struct Recorded {
+    event: ProgressEvent,
+    moves_batch: bool,
+}
+
 impl Reporter {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        db: PgPool,
-        publisher: Publisher,
-        job_id: String,
-        user_id: Uuid,
-        document_id: Option<Uuid>,
-        batch_id: Option<Uuid>,
-        document_name: Option<String>,
-        attempt: i32,
-        min_interval: Duration,
-    ) -> Self {
+    pub fn new(sink: EventSink, meta: JobMeta, attempt: i32, min_interval: Duration) -> Self {
         Reporter {
-            db,
-            publisher,
-            job_id,
-            user_id,
-            document_id,
-            batch_id,
-            document_name,
+            sink,
+            meta,
             attempt,
             last_progress: 0.0,
             last_stage: Stage::Queued,
@@ -110,6 +51,18 @@ impl Reporter {
             stage_started: Instant::now(),
             min_interval,
         }
+    }
+
+    pub fn job_id(&self) -> &str {
+        &self.meta.job_id
+    }
+
+    pub fn user_id(&self) -> Uuid {
+        self.meta.user_id
+    }
+
+    pub fn document_id(&self) -> Option<Uuid> {
+        self.meta.document_id
     }
 
     pub fn last_progress(&self) -> f64 {
@@ -128,7 +81,7 @@ impl Reporter {
         message: impl Into<String>,
         details: serde_json::Value,
     ) -> Result<(), ProgressError> {
-        self.emit(
+        let ev = self.new_event(
             EventType::JobProgress,
             stage,
             None,
@@ -136,9 +89,8 @@ impl Reporter {
             message.into(),
             details,
             None,
-        )
-        .await
-        .map(|_| ())
+        );
+        self.emit(ev).await.map(|_| ())
     }
 
     /// A per-item event (embedding chunk i of n): skipped when the previous
@@ -150,12 +102,8 @@ impl Reporter {
         message: impl Into<String>,
         details: serde_json::Value,
     ) -> Result<(), ProgressError> {
-        if stage == self.last_stage {
-            if let Some(t) = self.last_emit {
-                if t.elapsed() < self.min_interval {
-                    return Ok(());
-                }
-            }
+        if stage == self.last_stage && self.last_emit.is_some_and(|t| t.elapsed() < self.min_interval) {
+            return Ok(());
         }
         self.progress(stage, progress, message, details).await
     }
@@ -165,7 +113,7 @@ impl Reporter {
         message: impl Into<String>,
         details: serde_json::Value,
     ) -> Result<ProgressEvent, ProgressError> {
-        self.emit(
+        let ev = self.new_event(
             EventType::JobCompleted,
             Stage::Completed,
             None,
@@ -173,29 +121,19 @@ impl Reporter {
             message.into(),
             details,
             None,
-        )
-        .await
+        );
+        self.emit(ev).await
     }
 
     /// A `job_failed` event: keeps the progress reached and names the stage.
     pub async fn failed(&mut self, in_stage: Stage, error: &str) -> Result<ProgressEvent, ProgressError> {
-        let progress = self.last_progress;
-        let message = format!("Processing failed in {in_stage}: {error}");
         let details = serde_json::json!({ "failed_stage": in_stage.as_str() });
-        self.emit(
-            EventType::JobFailed,
-            Stage::Failed,
-            Some(in_stage),
-            progress,
-            message,
-            details,
-            Some(error),
-        )
-        .await
+        let ev = NewEvent::failed(self.attempt, in_stage, self.last_progress, error, details);
+        self.emit(ev).await
     }
 
     /// A `job_progress` event written inside the caller's transaction, so it
-    /// commits with the caller's writes or not at all. Publish it with
+    /// commits with the caller's writes or not at all. Send it with
     /// [`Reporter::publish`] once the transaction committed.
     pub async fn progress_in(
         &mut self,
@@ -205,85 +143,74 @@ impl Reporter {
         message: impl Into<String>,
         details: serde_json::Value,
     ) -> Result<Recorded, ProgressError> {
-        let mut event = self.event(EventType::JobProgress, stage, progress, message.into(), details, None);
-        let record = self.record(&event, None);
-        event.seq = db::record_event(&mut *conn, &record)
+        let ev = self.new_event(
+            EventType::JobProgress,
+            stage,
+            None,
+            progress,
+            message.into(),
+            details,
+            None,
+        );
+        let event = self
+            .sink
+            .record_in(conn, &self.meta, ev)
             .await?
             .ok_or(ProgressError::Fenced(self.attempt))?;
-        Ok(self.note(event))
+        let moves_batch = self.note(&event);
+        Ok(Recorded { event, moves_batch })
     }
 
     /// Sends an event recorded with [`Reporter::progress_in`] (after its commit).
     pub async fn publish(&mut self, recorded: Recorded) -> ProgressEvent {
-        self.after_record(recorded).await
+        self.sink.send(&self.meta, &recorded.event, recorded.moves_batch).await;
+        recorded.event
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn emit(
-        &mut self,
+    fn new_event(
+        &self,
         kind: EventType,
         stage: Stage,
         failed_stage: Option<Stage>,
         progress: f64,
         message: String,
         details: serde_json::Value,
-        error: Option<&str>,
-    ) -> Result<ProgressEvent, ProgressError> {
-        let mut event = self.event(kind, stage, progress, message, details, error);
-        let record = self.record(&event, failed_stage);
-        event.seq = db::record_event(&self.db, &record)
-            .await?
-            .ok_or(ProgressError::Fenced(self.attempt))?;
-        let recorded = self.note(event);
-        Ok(self.after_record(recorded).await)
-    }
-
-    /// The event as it will be sent (its `seq` comes from the database).
-    fn event(
-        &self,
-        kind: EventType,
-        stage: Stage,
-        progress: f64,
-        message: String,
-        details: serde_json::Value,
-        error: Option<&str>,
-    ) -> ProgressEvent {
+        error: Option<String>,
+    ) -> NewEvent {
         // Four decimals: enough for any bar, and 0.40 + 0.45 stays 0.85.
         let progress = ((progress.clamp(0.0, 1.0) * 10_000.0).round() / 10_000.0).max(self.last_progress);
-        ProgressEvent {
+        NewEvent {
+            attempt: self.attempt,
             kind,
-            job_id: self.job_id.clone(),
-            document_id: self.document_id,
-            batch_id: self.batch_id,
             stage,
+            failed_stage,
             progress,
             message,
             details,
-            error: error.map(str::to_string),
-            seq: 0,
-            attempt: self.attempt,
-            timestamp: Utc::now(),
-            document_name: self.document_name.clone(),
+            error,
         }
     }
 
-    fn record<'a>(&'a self, e: &'a ProgressEvent, failed_stage: Option<Stage>) -> EventRecord<'a> {
-        EventRecord {
-            job_id: &self.job_id,
-            attempt: self.attempt,
-            kind: e.kind,
-            stage: e.stage,
-            failed_stage,
-            progress: e.progress,
-            message: &e.message,
-            details: &e.details,
-            error: e.error.as_deref(),
-            timestamp: e.timestamp,
-        }
+    async fn emit(&mut self, ev: NewEvent) -> Result<ProgressEvent, ProgressError> {
+        let mut conn = self.sink_db_conn().await?;
+        let event = self
+            .sink
+            .record_in(&mut conn, &self.meta, ev)
+            .await?
+            .ok_or(ProgressError::Fenced(self.attempt))?;
+        drop(conn);
+        let moves_batch = self.note(&event);
+        self.sink.send(&self.meta, &event, moves_batch).await;
+        Ok(event)
     }
 
-    /// Moves the attempt's state on past a recorded event.
-    fn note(&mut self, event: ProgressEvent) -> Recorded {
+    async fn sink_db_conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, sqlx::Error> {
+        self.sink.db().acquire().await
+    }
+
+    /// Moves the attempt's state on past a recorded event; whether it moves its batch.
+    fn note(&mut self, event: &ProgressEvent) -> bool {
         let previous_stage = self.last_stage;
         if event.stage != previous_stage {
             if Stage::PIPELINE.contains(&previous_stage) {
@@ -294,27 +221,6 @@ impl Reporter {
         self.last_progress = event.progress;
         self.last_stage = event.stage;
         self.last_emit = Some(Instant::now());
-        Recorded { event, previous_stage }
+        event.stage != previous_stage || event.stage.is_terminal()
     }
-
-    async fn after_record(&mut self, recorded: Recorded) -> ProgressEvent {
-        let Recorded { event, previous_stage } = recorded;
-        self.publisher.publish(self.user_id, &event).await;
-        // A batch moves when one of its documents changes stage or ends.
-        if let Some(batch) = self.batch_id {
-            if event.stage != previous_stage || event.stage.is_terminal() {
-                if let Err(e) = crate::batches::refresh(&self.db, &self.publisher, batch).await {
-                    tracing::warn!(batch_id = %batch, error = %e, "cannot update the batch's progress");
-                }
-            }
-        }
-        event
-    }
-}
-
-/// An event stored but not yet sent.
-#[must_use = "publish it once its transaction committed"]
-pub struct Recorded {
-    event: ProgressEvent,
-    previous_stage: Stage,
 }

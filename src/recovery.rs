@@ -19,11 +19,13 @@ use redis::AsyncCommands;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::arq::queue::{IN_PROGRESS_PREFIX, JOB_PREFIX, RESULT_PREFIX, RETRY_PREFIX};
+use crate::arq::queue::QueueView;
 use crate::arq::wire::job_execution_failed;
 use crate::arq::{now_ms, Claimed, JobDef};
-use crate::db::{self, EventRecord};
-use crate::domain::{document_id_of, EventType, ProgressEvent, Stage};
+use crate::config::WatchdogSettings;
+use crate::db;
+use crate::domain::{document_id_of, Stage};
+use crate::events::{JobMeta, NewEvent};
 use crate::jobs;
 use crate::services::Services;
 
@@ -53,31 +55,53 @@ pub fn control_channel(progress_channel: &str) -> String {
     format!("{progress_channel}:control")
 }
 
-struct RedisView {
-    queued: bool,
-    running: bool,
-    has_result: bool,
-    job_bytes: Option<Vec<u8>>,
-    job_try: i64,
+/// What to do with one idle job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Stalled: hand it to another worker as a new attempt.
+    Requeue(String),
+    /// Stalled on every try it had.
+    Fail(String),
+    /// Redis lost it: enqueue it again.
+    Reenqueue(String),
 }
 
-async fn redis_view(services: &Services, job_id: &str) -> Result<RedisView, redis::RedisError> {
-    let mut con = services.redis.clone();
-    let mut pipe = redis::pipe();
-    pipe.zscore(&services.queue.name, job_id)
-        .exists(format!("{IN_PROGRESS_PREFIX}{job_id}"))
-        .exists(format!("{RESULT_PREFIX}{job_id}"))
-        .get(format!("{JOB_PREFIX}{job_id}"))
-        .get(format!("{RETRY_PREFIX}{job_id}"));
-    let (score, running, has_result, job_bytes, job_try): (Option<f64>, bool, bool, Option<Vec<u8>>, Option<i64>) =
-        pipe.query_async(&mut con).await?;
-    Ok(RedisView {
-        queued: score.is_some(),
-        running,
-        has_result,
-        job_bytes,
-        job_try: job_try.unwrap_or(0),
-    })
+/// The decision, from the job's stage and idle time and what Redis knows
+/// (`enqueued`: the job was ever put into Redis). Pure: no I/O.
+pub fn plan(
+    stage: Stage,
+    idle: Duration,
+    enqueued: bool,
+    view: &QueueView,
+    budgets: &WatchdogSettings,
+    max_tries: u32,
+) -> Option<Plan> {
+    if stage.is_terminal() {
+        return None;
+    }
+    if view.running {
+        let budget = budgets.budget(stage)?;
+        if idle <= budget {
+            return None;
+        }
+        return Some(if view.job_try >= max_tries as i64 {
+            Plan::Fail(format!("stalled in {stage}"))
+        } else {
+            Plan::Requeue(format!(
+                "stalled in {stage}: no progress for {} s (budget {} s)",
+                idle.as_secs(),
+                budget.as_secs()
+            ))
+        });
+    }
+    // Waiting in the queue (perhaps deferred after a retry): not stalled.
+    if view.queued {
+        return None;
+    }
+    // Held jobs (fairness) and jobs a caller has yet to enqueue were never in Redis.
+    let lost = enqueued && !view.has_result;
+    let grace = Duration::from_secs(budgets.reconcile_after_secs);
+    (lost && idle > grace).then(|| Plan::Reenqueue("the queue lost this job (Redis restarted or evicted it)".into()))
 }
 
 /// Finds stalled and lost jobs and, unless `dry_run`, acts on them. Listed
@@ -96,44 +120,22 @@ pub async fn recover(services: &Services, dry_run: bool) -> anyhow::Result<Vec<A
     for job in candidates {
         let stage = Stage::parse(&job.stage).unwrap_or(Stage::Queued);
         let idle = Duration::from_secs_f64(job.idle_secs.max(0.0));
-        let view = redis_view(services, &job.job_id).await?;
-        // Held jobs (fairness) and jobs a caller has yet to enqueue were never in Redis.
-        let lost = job.enqueued && !view.queued && !view.running && !view.has_result;
-        let planned = match stage.is_terminal() {
-            true => None,
-            false if view.running => match w.budget(stage) {
-                Some(budget) if idle > budget => {
-                    if view.job_try >= services.settings.queue.max_tries as i64 {
-                        Some(("fail", format!("stalled in {stage}")))
-                    } else {
-                        Some((
-                            "requeue",
-                            format!(
-                                "stalled in {stage}: no progress for {} s (budget {} s)",
-                                idle.as_secs(),
-                                budget.as_secs()
-                            ),
-                        ))
-                    }
-                }
-                _ => None,
-            },
-            // Waiting in the queue (perhaps deferred after a retry): not stalled.
-            false if view.queued => None,
-            false if lost && idle > grace => Some((
-                "reenqueue",
-                "the queue lost this job (Redis restarted or evicted it)".to_string(),
-            )),
-            false => None,
+        let view = services.queue.inspect(&job.job_id).await?;
+        let Some(planned) = plan(stage, idle, job.enqueued, &view, w, services.settings.queue.max_tries) else {
+            continue;
         };
-        let Some((action, reason)) = planned else { continue };
+        let (action, reason) = match &planned {
+            Plan::Requeue(r) => ("requeue", r.clone()),
+            Plan::Fail(r) => ("fail", r.clone()),
+            Plan::Reenqueue(r) => ("reenqueue", r.clone()),
+        };
         let applied = if dry_run {
             false
         } else {
-            match action {
-                "requeue" => requeue(services, &job, stage, &view, &reason).await?,
-                "fail" => fail_stalled(services, &job, stage, &view, &reason).await?,
-                _ => reenqueue(services, &job).await?,
+            match planned {
+                Plan::Requeue(reason) => requeue(services, &job, &view, &reason).await?,
+                Plan::Fail(reason) => fail_stalled(services, &job, stage, &view, &reason).await?,
+                Plan::Reenqueue(_) => reenqueue(services, &job).await?,
             }
         };
         if applied {
@@ -158,105 +160,44 @@ async fn publish_stop(services: &Services, job_id: &str, job_try: i64) {
     })
     .expect("serializable");
     let mut con = services.redis.clone();
-    let channel = control_channel(services.publisher.channel());
+    let channel = control_channel(services.events.publisher().channel());
     if let Err(e) = con.publish::<_, _, ()>(channel, msg).await {
         tracing::warn!(job_id, error = %e, "cannot tell instances to stop a stuck attempt");
     }
 }
 
-/// Records an event for a job whose attempt this module just bumped.
-async fn record(
-    services: &Services,
-    job: &db::IdleJob,
-    attempt: i32,
-    ev: (EventType, Stage, Option<Stage>, f64, String, Option<String>),
-) -> anyhow::Result<()> {
-    let (kind, stage, failed_stage, progress, message, error) = ev;
-    let details = match failed_stage {
-        Some(s) => json!({ "failed_stage": s.as_str(), "recovered": true }),
-        None => json!({ "recovered": true }),
-    };
-    let timestamp = chrono::Utc::now();
-    let Some(seq) = db::record_event(
-        &services.db,
-        &EventRecord {
-            job_id: &job.job_id,
-            attempt,
-            kind,
-            stage,
-            failed_stage,
-            progress,
-            message: &message,
-            details: &details,
-            error: error.as_deref(),
-            timestamp,
-        },
-    )
-    .await?
-    else {
-        return Ok(());
-    };
-    let event = ProgressEvent {
-        kind,
+fn meta(job: &db::IdleJob) -> JobMeta {
+    JobMeta {
         job_id: job.job_id.clone(),
+        user_id: job.user_id,
         document_id: job.document_id,
         batch_id: job.batch_id,
-        stage,
-        progress,
-        message,
-        details,
-        error,
-        seq,
-        attempt,
-        timestamp,
         document_name: job.document_name.clone(),
-    };
-    services.publisher.publish(job.user_id, &event).await;
-    if let Some(batch) = job.batch_id {
-        crate::batches::refresh(&services.db, &services.publisher, batch).await?;
     }
-    Ok(())
 }
 
 /// Hands a stalled job to another worker: a new attempt fences the stuck
 /// one, the lease is dropped so any worker claims it at once, and the stuck
 /// attempt's instance is told to stop it.
-async fn requeue(
-    services: &Services,
-    job: &db::IdleJob,
-    stage: Stage,
-    view: &RedisView,
-    reason: &str,
-) -> anyhow::Result<bool> {
+async fn requeue(services: &Services, job: &db::IdleJob, view: &QueueView, reason: &str) -> anyhow::Result<bool> {
     let Some(attempt) = db::bump_attempt_if(&services.db, &job.job_id, job.attempt).await? else {
         return Ok(false);
     };
-    let mut con = services.redis.clone();
-    let mut pipe = redis::pipe();
-    pipe.atomic()
-        .del(format!("{IN_PROGRESS_PREFIX}{}", job.job_id))
-        .ignore()
-        .cmd("ZADD")
-        .arg(&services.queue.name)
-        .arg("XX")
-        .arg(now_ms())
-        .arg(&job.job_id)
-        .ignore();
-    pipe.query_async::<()>(&mut con).await?;
+    services.queue.requeue_now(&job.job_id).await?;
     publish_stop(services, &job.job_id, view.job_try).await;
     let message = format!(
         "{reason}; handed to another worker (try {} of {})",
         view.job_try + 1,
         services.settings.queue.max_tries
     );
-    record(
-        services,
-        job,
-        attempt,
-        (EventType::JobQueued, Stage::Queued, None, 0.0, message, None),
-    )
-    .await?;
-    let _ = stage;
+    services
+        .events
+        .emit(
+            &meta(job),
+            NewEvent::queued(attempt, message, json!({ "recovered": true })),
+            true,
+        )
+        .await?;
     Ok(true)
 }
 
@@ -265,7 +206,7 @@ async fn fail_stalled(
     services: &Services,
     job: &db::IdleJob,
     stage: Stage,
-    view: &RedisView,
+    view: &QueueView,
     reason: &str,
 ) -> anyhow::Result<bool> {
     let Some(attempt) = db::bump_attempt_if(&services.db, &job.job_id, job.attempt).await? else {
@@ -273,21 +214,15 @@ async fn fail_stalled(
     };
     publish_stop(services, &job.job_id, view.job_try).await;
     crate::metrics::job_error(stage, "stalled");
-    let message = format!("Processing failed in {stage}: {reason}");
-    record(
-        services,
-        job,
-        attempt,
-        (
-            EventType::JobFailed,
-            Stage::Failed,
-            Some(stage),
-            job.progress,
-            message,
-            Some(reason.to_string()),
-        ),
-    )
-    .await?;
+    let details = json!({ "failed_stage": stage.as_str(), "recovered": true });
+    services
+        .events
+        .emit(
+            &meta(job),
+            NewEvent::failed(attempt, stage, job.progress, reason, details),
+            true,
+        )
+        .await?;
     let def = view
         .job_bytes
         .as_deref()
@@ -316,7 +251,91 @@ async fn reenqueue(services: &Services, job: &db::IdleJob) -> anyhow::Result<boo
     let Some(document_id) = document_id_of(&job.job_id).or(job.document_id) else {
         return Ok(false);
     };
-    let def = crate::fairness::job_def(document_id, job.user_id);
+    let def = jobs::job_def(document_id, job.user_id);
     let expires_ms = (services.settings.queue.job_expires_secs * 1000) as i64;
     Ok(services.queue.enqueue(&job.job_id, &def, 0, Some(expires_ms)).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budgets() -> WatchdogSettings {
+        WatchdogSettings {
+            interval_secs: 15,
+            reconcile_after_secs: 60,
+            downloading_secs: 120,
+            extracting_secs: 360,
+            chunking_secs: 120,
+            embedding_secs: 300,
+            storing_secs: 600,
+        }
+    }
+
+    fn running(job_try: i64) -> QueueView {
+        QueueView {
+            running: true,
+            job_try,
+            ..QueueView::default()
+        }
+    }
+
+    #[test]
+    fn a_running_job_is_stalled_only_past_its_stage_budget() {
+        let b = budgets();
+        assert_eq!(
+            plan(Stage::Embedding, Duration::from_secs(299), true, &running(1), &b, 5),
+            None
+        );
+        assert!(matches!(
+            plan(Stage::Embedding, Duration::from_secs(301), true, &running(1), &b, 5),
+            Some(Plan::Requeue(r)) if r.contains("stalled in embedding")
+        ));
+        assert_eq!(
+            plan(Stage::Embedding, Duration::from_secs(301), true, &running(5), &b, 5),
+            Some(Plan::Fail("stalled in embedding".into()))
+        );
+    }
+
+    #[test]
+    fn waiting_held_and_finished_jobs_are_left_alone() {
+        let b = budgets();
+        let queued = QueueView {
+            queued: true,
+            ..QueueView::default()
+        };
+        let gone = QueueView::default();
+        let long = Duration::from_secs(3600);
+        assert_eq!(
+            plan(Stage::Queued, long, true, &queued, &b, 5),
+            None,
+            "waiting in the queue"
+        );
+        assert_eq!(
+            plan(Stage::Queued, long, false, &gone, &b, 5),
+            None,
+            "held, never in Redis"
+        );
+        assert_eq!(plan(Stage::Completed, long, true, &gone, &b, 5), None);
+        let with_result = QueueView {
+            has_result: true,
+            ..QueueView::default()
+        };
+        assert_eq!(
+            plan(Stage::Embedding, long, true, &with_result, &b, 5),
+            None,
+            "ended in Redis"
+        );
+    }
+
+    #[test]
+    fn a_job_redis_lost_is_enqueued_again_after_the_grace() {
+        let b = budgets();
+        let gone = QueueView::default();
+        assert_eq!(plan(Stage::Queued, Duration::from_secs(59), true, &gone, &b, 5), None);
+        assert!(matches!(
+            plan(Stage::Extracting, Duration::from_secs(61), true, &gone, &b, 5),
+            Some(Plan::Reenqueue(_))
+        ));
+    }
 }

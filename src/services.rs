@@ -12,9 +12,9 @@ use sqlx::PgPool;
 use crate::arq::ArqQueue;
 use crate::config::Settings;
 use crate::domain::Stage;
+use crate::events::EventSink;
 use crate::pipeline::embed::Embedder;
 use crate::pipeline::extract::{Limits, Sandbox};
-use crate::progress::Publisher;
 
 pub struct Services {
     pub settings: Settings,
@@ -24,7 +24,8 @@ pub struct Services {
     pub history_db: PgPool,
     pub redis: ConnectionManager,
     pub queue: ArqQueue,
-    pub publisher: Publisher,
+    /// Records, publishes and moves batches: every event leaves through it.
+    pub events: EventSink,
     pub embedder: Arc<dyn Embedder>,
     /// `embedding_models.id` of the configured model.
     pub model_id: i32,
@@ -35,8 +36,6 @@ pub struct Services {
     pub limits: Limits,
     pub faults: Faults,
     pub stats: Stats,
-    /// The session registry of this process (wherever the supervisor has it running).
-    pub registry: crate::actors::registry::RegistryHandle,
     /// Background work that must finish before the process exits (hand-backs,
     /// final writes, releases of held jobs): shutdown waits for it.
     pub tasks: tokio_util::task::TaskTracker,
@@ -80,6 +79,8 @@ pub struct Faults {
     /// Hangs left (`u32::MAX`: unlimited).
     hangs_left: AtomicU32,
     freeze_supervisor_after: Option<Duration>,
+    fail_upload_at_file: usize,
+    upload_failures_left: AtomicU32,
 }
 
 impl Faults {
@@ -95,7 +96,18 @@ impl Faults {
             }),
             freeze_supervisor_after: (settings.faults.freeze_supervisor_after_secs > 0)
                 .then(|| Duration::from_secs(settings.faults.freeze_supervisor_after_secs)),
+            fail_upload_at_file: settings.faults.fail_upload_at_file,
+            upload_failures_left: AtomicU32::new(settings.faults.fail_upload_times),
         }
+    }
+
+    /// Whether storing file `k` (1-based) of an upload should fail now.
+    pub fn fail_upload_at(&self, k: usize) -> bool {
+        k == self.fail_upload_at_file
+            && self
+                .upload_failures_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
     }
 
     /// When the supervisor should stop handling messages (a frozen tree, for liveness tests).

@@ -17,11 +17,11 @@ use crate::actors::{Supervisor, SupervisorArgs, SupervisorMsg};
 use crate::arq::ArqQueue;
 use crate::config::Settings;
 use crate::db;
+use crate::events::{EventSink, Publisher};
 use crate::http::auth::AuthKeys;
 use crate::http::{self, AppState};
 use crate::pipeline::embed;
 use crate::pipeline::extract::{Limits, Sandbox};
-use crate::progress::Publisher;
 use crate::services::{Faults, Services, Stats};
 
 /// Which parts of the daemon this process runs.
@@ -99,11 +99,13 @@ impl Application {
         let services = Arc::new_cyclic(|me| Services {
             me: me.clone(),
             queue: ArqQueue::new(redis.clone(), &settings.queue),
-            publisher: Publisher::new(redis.clone(), settings.progress.channel.clone()),
+            events: EventSink::new(
+                pool.clone(),
+                Publisher::new(redis.clone(), settings.progress.channel.clone()),
+            ),
             limits: Limits::from_settings(&settings.pipeline),
             faults: Faults::from_settings(&settings),
             stats: Stats::default(),
-            registry: crate::actors::registry::RegistryHandle::default(),
             tasks: tokio_util::task::TaskTracker::new(),
             db: pool,
             history_db,
@@ -117,11 +119,13 @@ impl Application {
         // The recorder must exist before any actor reports a figure: a gauge
         // set before it (the poller's first queue depth) would be lost.
         let metrics = crate::metrics::install();
+        let registry = crate::actors::registry::RegistryHandle::default();
         let (supervisor, supervisor_handle) = Actor::spawn(
             None,
             Supervisor,
             SupervisorArgs {
                 services: services.clone(),
+                registry: registry.clone(),
                 worker: role != Role::Api,
             },
         )
@@ -131,6 +135,7 @@ impl Application {
             auth: Arc::new(AuthKeys::from_settings(&settings.auth)?),
             services,
             supervisor,
+            registry,
             draining: Arc::new(AtomicBool::new(false)),
             shutdown: CancellationToken::new(),
             socket_ids: Arc::new(AtomicU64::new(1)),

@@ -22,6 +22,7 @@ use crate::arq::wire::{cancelled_error, job_execution_failed, timeout_error};
 use crate::arq::{now_ms, Claimed, JobDef, PyValue};
 use crate::db::{self, DocumentSource};
 use crate::domain::Stage;
+use crate::events::JobMeta;
 use crate::jobs;
 use crate::jobs::{NOOP, PROCESS_DOCUMENT};
 use crate::pipeline::chunk::{self, Chunk};
@@ -161,7 +162,7 @@ impl Actor for DocumentActor {
         );
         if let Some(r) = &state.reporter {
             span.record("attempt", r.attempt);
-            if let Some(d) = r.document_id {
+            if let Some(d) = r.document_id() {
                 span.record("document_id", tracing::field::display(d));
             }
         }
@@ -351,17 +352,14 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
                 jobs::arq_finish(s, &state.args.claimed, state.job.as_ref(), state.start_ms, success, r).await;
                 return Ok(Next::Done);
             }
-            let mut reporter = Reporter::new(
-                s.db.clone(),
-                s.publisher.clone(),
-                job_id.clone(),
-                start.user_id,
-                start.document_id,
-                start.batch_id,
-                start.document_name.clone(),
-                start.attempt,
-                s.min_event_interval(),
-            );
+            let meta = JobMeta {
+                job_id: job_id.clone(),
+                user_id: start.user_id,
+                document_id: start.document_id,
+                batch_id: start.batch_id,
+                document_name: start.document_name.clone(),
+            };
+            let mut reporter = Reporter::new(s.events.clone(), meta, start.attempt, s.min_event_interval());
             tracing::info!(job_id = %job_id, document_id = %document_id, attempt = start.attempt, job_try = state.args.claimed.job_try, "job started");
             reporter
                 .progress(Stage::Downloading, 0.05, "Fetching document from database", json!({}))
@@ -721,7 +719,7 @@ async fn conclude_error(state: &mut DocumentState, stage: Stage, error: StageErr
             (msg.clone(), job_execution_failed(msg))
         }
         StageError::Permanent(reason) => (reason.clone(), job_execution_failed(reason)),
-        StageError::Cancelled => (crate::http::jobs::CANCELLED.to_string(), cancelled_error()),
+        StageError::Cancelled => (jobs::CANCELLED.to_string(), cancelled_error()),
         StageError::TimedOut(limit) => (
             format!("processing took longer than the limit of {} s", limit.as_secs()),
             timeout_error(),

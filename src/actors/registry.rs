@@ -49,7 +49,7 @@ pub enum RegistryMsg {
     /// Replies with the job's terminal event when it arrives (cancel waits on it).
     WatchEnd {
         job_id: String,
-        reply: RpcReplyPort<ProgressEvent>,
+        reply: tokio::sync::oneshot::Sender<ProgressEvent>,
     },
     /// Liveness: answers at once.
     Ping(RpcReplyPort<()>),
@@ -132,7 +132,7 @@ pub struct RegistryState {
     min_event_gap: Duration,
     sessions: HashMap<Uuid, Entry>,
     users: HashMap<ActorId, Uuid>,
-    watchers: HashMap<String, Vec<RpcReplyPort<ProgressEvent>>>,
+    watchers: HashMap<String, Vec<tokio::sync::oneshot::Sender<ProgressEvent>>>,
 }
 
 pub struct SessionRegistry;

@@ -56,7 +56,7 @@ pub struct RelayState {
 pub struct ProgressRelay;
 
 async fn run(services: Arc<Services>, registry: RegistryHandle, stops: DerivedActorRef<StopAttempt>) {
-    let channel = services.publisher.channel().to_string();
+    let channel = services.events.publisher().channel().to_string();
     let control = control_channel(&channel);
     let mut failures: u32 = 0;
     let mut connected_before = false;

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use super::document::{DocumentActor, DocumentArgs};
 use super::indexer::{Indexer, IndexerArgs};
 use super::queue_poller::{PollerArgs, PollerEvent, PollerMsg, QueuePoller};
-use super::registry::{RegistryArgs, RegistryMsg, SessionRegistry};
+use super::registry::{RegistryArgs, RegistryHandle, RegistryMsg, SessionRegistry};
 use super::relay::{ProgressRelay, RelayArgs, RelayMsg};
 use super::watchdog::{Watchdog, WatchdogArgs};
 use crate::arq::wire::job_execution_failed;
@@ -181,6 +181,8 @@ impl RestartPolicy {
 
 pub struct SupervisorArgs {
     pub services: Arc<Services>,
+    /// Filled in with the registry whenever it is (re)started.
+    pub registry: RegistryHandle,
     /// Run the queue poller, watchdog and indexer (the `worker` role).
     pub worker: bool,
 }
@@ -195,6 +197,7 @@ struct RunningJob {
 
 pub struct SupervisorState {
     services: Arc<Services>,
+    registry: RegistryHandle,
     worker: bool,
     draining: bool,
     /// Jobs running or claimed here; shared with the poller, which claims at
@@ -223,7 +226,7 @@ impl Supervisor {
             ChildKind::Registry => {
                 let ws = &s.settings.websocket;
                 let args = RegistryArgs {
-                    handle: s.registry.clone(),
+                    handle: state.registry.clone(),
                     max_sockets: ws.max_sockets_per_user,
                     min_event_gap: Duration::from_secs_f64(1.0 / ws.max_events_per_job_per_sec as f64),
                 };
@@ -234,7 +237,7 @@ impl Supervisor {
             ChildKind::Relay => {
                 let args = RelayArgs {
                     services: s.clone(),
-                    registry: s.registry.clone(),
+                    registry: state.registry.clone(),
                     stops: myself.get_derived(),
                 };
                 let (r, _) = Actor::spawn_linked(None, ProgressRelay, args, link).await?;
@@ -392,6 +395,7 @@ impl Actor for Supervisor {
     ) -> Result<SupervisorState, ActorProcessingErr> {
         Ok(SupervisorState {
             services: args.services,
+            registry: args.registry,
             worker: args.worker,
             draining: false,
             running: Arc::new(AtomicUsize::new(0)),

@@ -1,7 +1,8 @@
 //! The `Watchdog`: on a timer (`watchdog.interval_secs`) it runs the stall
-//! check and the Redis reconciler (`recovery::recover`), and releases jobs
-//! held back for fairness whose owners have room (a safety net; finishing
-//! jobs release them at once). Failures to reach
+//! check and the Redis reconciler (`recovery::recover`), releases jobs held
+//! in Postgres whose owners have room (held back for fairness, or stored
+//! while Redis was away; finishing jobs release them at once), and removes
+//! idempotency keys older than a day. Failures to reach
 //! Postgres or Redis are logged and tried again on the next tick; only a bug
 //! (a panic) crashes it, and the supervisor restarts it with backoff.
 
@@ -70,10 +71,12 @@ impl Actor for Watchdog {
             }
             Err(e) => tracing::warn!(error = %e, "watchdog pass failed; trying again next tick"),
         }
-        if state.services.settings.queue.per_user_active_jobs > 0 {
-            if let Err(e) = crate::fairness::feed_all(&state.services).await {
-                tracing::warn!(error = %e, "cannot release held jobs; trying again next tick");
-            }
+        // Also enqueues uploads whose admission failed while Redis was away.
+        if let Err(e) = crate::jobs::admission::feed_all(&state.services).await {
+            tracing::warn!(error = %e, "cannot release held jobs; trying again next tick");
+        }
+        if let Err(e) = crate::db::expire_idempotency_keys(&state.services.db).await {
+            tracing::warn!(error = %e, "cannot remove old idempotency keys; trying again next tick");
         }
         Ok(())
     }

@@ -117,6 +117,19 @@ pub enum CancelOutcome {
     Unknown,
 }
 
+/// What Redis knows of one job.
+#[derive(Debug, Clone, Default)]
+pub struct QueueView {
+    /// In the queue (due or deferred).
+    pub queued: bool,
+    /// Its `arq:in-progress` lease is held.
+    pub running: bool,
+    pub has_result: bool,
+    pub job_bytes: Option<Vec<u8>>,
+    /// The retry counter (the try number of the current or last claim).
+    pub job_try: i64,
+}
+
 /// Handle on one arq queue. Cheap to clone.
 #[derive(Clone)]
 pub struct ArqQueue {
@@ -347,6 +360,51 @@ impl ArqQueue {
     pub async fn depth(&self) -> Result<i64, QueueError> {
         let mut con = self.redis.clone();
         Ok(con.zcard(&self.name).await?)
+    }
+
+    /// Everything Redis knows of one job, in one round trip.
+    pub async fn inspect(&self, job_id: &str) -> Result<QueueView, QueueError> {
+        let mut con = self.redis.clone();
+        let mut pipe = redis::pipe();
+        pipe.zscore(&self.name, job_id)
+            .exists(format!("{IN_PROGRESS_PREFIX}{job_id}"))
+            .exists(format!("{RESULT_PREFIX}{job_id}"))
+            .get(format!("{JOB_PREFIX}{job_id}"))
+            .get(format!("{RETRY_PREFIX}{job_id}"));
+        let (score, running, has_result, job_bytes, job_try): (Option<f64>, bool, bool, Option<Vec<u8>>, Option<i64>) =
+            pipe.query_async(&mut con).await?;
+        Ok(QueueView {
+            queued: score.is_some(),
+            running,
+            has_result,
+            job_bytes,
+            job_try: job_try.unwrap_or(0),
+        })
+    }
+
+    /// Takes a job away from the worker holding its lease and makes it due
+    /// now, so any worker claims it at once (a stalled attempt handed over).
+    pub async fn requeue_now(&self, job_id: &str) -> Result<(), QueueError> {
+        let mut con = self.redis.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .del(format!("{IN_PROGRESS_PREFIX}{job_id}"))
+            .ignore()
+            .cmd("ZADD")
+            .arg(&self.name)
+            .arg("XX")
+            .arg(now_ms())
+            .arg(job_id)
+            .ignore();
+        pipe.query_async::<()>(&mut con).await?;
+        Ok(())
+    }
+
+    /// Forgets a job's stored result (arq refuses to enqueue an id that has one).
+    pub async fn forget_result(&self, job_id: &str) -> Result<(), QueueError> {
+        let mut con = self.redis.clone();
+        con.del::<_, ()>(format!("{RESULT_PREFIX}{job_id}")).await?;
+        Ok(())
     }
 
     /// Is the job known to Redis at all (queued, deferred, running, or with a result)?

@@ -1,17 +1,19 @@
-//! `POST /api/v1/batches` (several files as one batch) and
-//! `GET /api/v1/batches/{id}` (its aggregated state and documents).
+//! `POST /api/v1/batches` (several files as one batch: all stored and
+//! queued, or none; `Idempotency-Key` honoured) and `GET /api/v1/batches/{id}`
+//! (its aggregated state and documents).
 
 use axum::extract::{Multipart, Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::auth::AuthUser;
-use super::documents::{accept, charge_uploads, read_files, Incoming};
+use super::documents::{charge_uploads, idempotency_key, read_files, submit, UploadedFile};
 use super::error::ApiError;
 use super::AppState;
 use crate::batches;
+use crate::jobs::submit::Submission;
 
 /// Most files one batch may hold.
 pub const MAX_BATCH_FILES: usize = 1000;
@@ -29,8 +31,10 @@ pub const MAX_BATCH_FILES: usize = 1000;
 pub async fn create(
     State(state): State<AppState>,
     user: AuthUser,
+    headers: axum::http::HeaderMap,
     multipart: Multipart,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let key = idempotency_key(&headers)?;
     let files = read_files(multipart, state.services.settings.http.max_upload_bytes).await?;
     if files.is_empty() {
         return Err(ApiError::BadRequest(
@@ -43,34 +47,17 @@ pub async fn create(
         )));
     }
     charge_uploads(&state, user.user_id, files.len() as u32).await?;
-    let s = &state.services;
-    let id = Uuid::new_v4();
-    let mut tx = s.db.begin().await?;
-    batches::create(&mut tx, id, user.user_id, files.len()).await?;
-    tx.commit().await?;
-    let mut documents = Vec::with_capacity(files.len());
-    for f in &files {
-        let incoming = Incoming {
-            name: &f.name,
-            content_type: &f.content_type,
-            content: Some(&f.bytes),
-            url: None,
-            batch_id: Some(id),
+    submit(
+        &state,
+        Submission {
+            owner: user.user_id,
+            uploads: files.into_iter().map(UploadedFile::into_upload).collect(),
+            batch: true,
             enqueue: true,
-        };
-        documents.push(accept(&state, user.user_id, incoming).await?);
-    }
-    batches::refresh(&s.db, &s.publisher, id).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({
-            "batch_id": id,
-            "job_id": batches::batch_job_id(id),
-            "total": files.len(),
-            "status": "queued",
-            "documents": documents,
-        })),
-    ))
+            idempotency_key: key,
+        },
+    )
+    .await
 }
 
 #[utoipa::path(get, path = "/api/v1/batches/{id}", operation_id = "batches_get", tag = "batches",

@@ -1,20 +1,20 @@
 //! Documents: upload (multipart files, or `{"url": ...}`), list, inspect,
-//! delete. An accepted document is stored, gets its `queued` job row and
-//! first event, and is enqueued on the arq queue as `doc:{id}`.
+//! delete. Uploads go to the job lifecycle ([`crate::jobs::submit`]): every
+//! file stored and queued, or none; an `Idempotency-Key` makes a retry safe.
 
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::auth::AuthUser;
 use super::error::ApiError;
 use super::AppState;
-use crate::db::{self, EventRecord, NewDocument};
-use crate::domain::{job_id_for, EventType, ProgressEvent, Stage};
+use crate::db;
+use crate::domain::job_id_for;
+use crate::jobs::submit::{Submission, SubmitError, Upload};
 
 /// A file name safe to store and show: no path, no control characters, at
 /// most 255 characters.
@@ -45,134 +45,46 @@ pub fn clean_content_type(raw: Option<&str>) -> String {
     }
 }
 
-/// Counts `n` uploads against the user's per-minute budget (a fixed window
-/// in Redis, so every instance shares it). Above the budget: 429 with the
-/// seconds until the window turns.
+/// Counts `n` uploads against the user's per-minute budget (shared by
+/// every instance); above it: 429 with the seconds until the window turns.
 pub async fn charge_uploads(state: &AppState, user: Uuid, n: u32) -> Result<(), ApiError> {
-    let limit = state.services.settings.http.uploads_per_minute;
-    if limit == 0 || n == 0 {
-        return Ok(());
-    }
-    let now = chrono::Utc::now().timestamp();
-    let window = now / 60;
-    let key = format!("doculearn:ratelimit:uploads:{user}:{window}");
-    let mut con = state.services.redis.clone();
-    let used: Result<(u64, ()), _> = redis::pipe()
-        .atomic()
-        .incr(&key, n)
-        .expire(&key, 120)
-        .query_async(&mut con)
-        .await;
-    match used {
-        Ok((used, ())) if used > limit as u64 => Err(ApiError::TooManyRequests {
-            message: format!("more than {limit} uploads in a minute; try again shortly"),
-            retry_after_secs: (60 - now % 60).max(1) as u64,
-        }),
-        Ok(_) => Ok(()),
-        // Without Redis the upload could not be queued anyway; let it report that.
-        Err(e) => {
-            tracing::warn!(error = %e, "upload rate limit unavailable");
-            Ok(())
-        }
-    }
+    crate::jobs::limits::charge_uploads(&state.services, user, n)
+        .await
+        .map_err(|e| ApiError::TooManyRequests {
+            message: e.to_string(),
+            retry_after_secs: e.retry_after_secs,
+        })
 }
 
-/// One document to accept.
-pub struct Incoming<'a> {
-    pub name: &'a str,
-    pub content_type: &'a str,
-    pub content: Option<&'a [u8]>,
-    pub url: Option<&'a str>,
-    pub batch_id: Option<Uuid>,
-    /// `false`: the caller's own arq client enqueues the job.
-    pub enqueue: bool,
+/// The `Idempotency-Key` header: 1–255 visible ASCII characters.
+pub fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| ApiError::BadRequest("Idempotency-Key must be 1–255 visible ASCII characters".into()))?;
+    Ok(Some(key.to_string()))
 }
 
-/// Stores a document and enqueues its job. Returns `{document_id, job_id, status}`.
-pub async fn accept(state: &AppState, owner: Uuid, incoming: Incoming<'_>) -> Result<Value, ApiError> {
-    let Incoming {
-        name,
-        content_type,
-        content,
-        url,
-        batch_id,
-        enqueue,
-    } = incoming;
-    let s = &state.services;
-    let id = Uuid::new_v4();
-    let job_id = job_id_for(id);
-    let sha = content.map(|c| hex::encode(Sha256::digest(c)));
-    let doc = NewDocument {
-        id,
-        owner_id: owner,
-        name,
-        content_type,
-        content,
-        sha256: sha.as_deref(),
-        source_url: url,
-        batch_id,
-    };
-    let message = "Document processing queued";
-    let details = json!({});
-    let timestamp = chrono::Utc::now();
-    let mut tx = s.db.begin().await?;
-    db::insert_document(&mut tx, &doc, &job_id, enqueue).await?;
-    let seq = db::record_event(
-        &mut *tx,
-        &EventRecord {
-            job_id: &job_id,
-            attempt: 0,
-            kind: EventType::JobQueued,
-            stage: Stage::Queued,
-            failed_stage: None,
-            progress: 0.0,
-            message,
-            details: &details,
-            error: None,
-            timestamp,
-        },
-    )
-    .await?
-    .ok_or_else(|| anyhow::anyhow!("new job row not found"))?;
-    tx.commit().await?;
-
-    if enqueue {
-        match crate::fairness::admit(s, owner, &job_id, id).await {
-            Ok(admission) => {
-                if admission == crate::fairness::Admission::Held {
-                    tracing::info!(job_id = %job_id, user_id = %owner, "job held back for fairness");
-                }
+/// Stores and queues everything, or nothing; maps the lifecycle's errors.
+pub async fn submit(state: &AppState, sub: Submission) -> Result<(StatusCode, Json<Value>), ApiError> {
+    match crate::jobs::submit::submit(&state.services, sub).await {
+        Ok(done) => {
+            if done.replayed {
+                tracing::info!("idempotent retry answered from the stored response");
             }
-            Err(e) => {
-                tracing::error!(job_id = %job_id, error = %e, "cannot enqueue");
-                let _ = db::delete_document(&s.db, owner, id).await;
-                return Err(ApiError::Unavailable(
-                    "the job queue is unavailable; try again shortly".into(),
-                ));
-            }
+            Ok((StatusCode::ACCEPTED, Json(done.body)))
         }
-    }
-    let event = ProgressEvent {
-        kind: EventType::JobQueued,
-        job_id: job_id.clone(),
-        document_id: Some(id),
-        batch_id,
-        stage: Stage::Queued,
-        progress: 0.0,
-        message: message.into(),
-        details,
-        error: None,
-        seq,
-        attempt: 0,
-        timestamp,
-        document_name: Some(name.to_string()),
-    };
-    s.publisher.publish(owner, &event).await;
-    tracing::info!(document_id = %id, job_id = %job_id, user_id = %owner, bytes = content.map(|c| c.len()).unwrap_or(0), "document accepted");
-    if enqueue {
-        Ok(json!({ "document_id": id, "job_id": job_id, "status": "queued" }))
-    } else {
-        Ok(json!({ "document_id": id, "job_id": job_id, "status": "queued", "enqueued": false }))
+        Err(SubmitError::KeyReused) => Err(ApiError::Unprocessable(
+            "this Idempotency-Key was used for a different request".into(),
+        )),
+        Err(SubmitError::Db(e)) => Err(e.into()),
+        Err(SubmitError::Injected(k)) => Err(ApiError::Internal(anyhow::anyhow!(
+            "injected fault while storing file {k}; nothing was stored"
+        ))),
     }
 }
 
@@ -192,6 +104,17 @@ pub struct UploadedFile {
     pub name: String,
     pub content_type: String,
     pub bytes: Vec<u8>,
+}
+
+impl UploadedFile {
+    pub fn into_upload(self) -> Upload {
+        Upload {
+            name: self.name,
+            content_type: self.content_type,
+            content: Some(self.bytes),
+            url: None,
+        }
+    }
 }
 
 /// Reads every file field of a multipart body, enforcing the per-file limit.
@@ -271,6 +194,7 @@ pub async fn upload(
     req: Request,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let enqueue = q.enqueue.unwrap_or(true);
+    let key = idempotency_key(req.headers())?;
     let ct = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -288,16 +212,23 @@ pub async fn upload(
         }
         let name = body.name.as_deref().map(clean_name).unwrap_or_else(|| url_name(&url));
         charge_uploads(&state, user.user_id, 1).await?;
-        let incoming = Incoming {
-            name: &name,
-            content_type: "application/octet-stream",
+        let upload = Upload {
+            name,
+            content_type: "application/octet-stream".into(),
             content: None,
-            url: Some(url.as_str()),
-            batch_id: None,
-            enqueue,
+            url: Some(url.to_string()),
         };
-        let out = accept(&state, user.user_id, incoming).await?;
-        return Ok((StatusCode::ACCEPTED, Json(out)));
+        return submit(
+            &state,
+            Submission {
+                owner: user.user_id,
+                uploads: vec![upload],
+                batch: false,
+                enqueue,
+                idempotency_key: key,
+            },
+        )
+        .await;
     }
     if !ct.starts_with("multipart/form-data") {
         return Err(ApiError::UnsupportedMediaType(
@@ -314,24 +245,17 @@ pub async fn upload(
         ));
     }
     charge_uploads(&state, user.user_id, files.len() as u32).await?;
-    let mut out = Vec::with_capacity(files.len());
-    for f in &files {
-        let incoming = Incoming {
-            name: &f.name,
-            content_type: &f.content_type,
-            content: Some(&f.bytes),
-            url: None,
-            batch_id: None,
+    submit(
+        &state,
+        Submission {
+            owner: user.user_id,
+            uploads: files.into_iter().map(UploadedFile::into_upload).collect(),
+            batch: false,
             enqueue,
-        };
-        out.push(accept(&state, user.user_id, incoming).await?);
-    }
-    let body = if out.len() == 1 {
-        out.pop().expect("one")
-    } else {
-        Value::Array(out)
-    };
-    Ok((StatusCode::ACCEPTED, Json(body)))
+            idempotency_key: key,
+        },
+    )
+    .await
 }
 
 #[derive(Deserialize)]

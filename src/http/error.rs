@@ -22,6 +22,8 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("{message}")]
     TooManyRequests { message: String, retry_after_secs: u64 },
     #[error("{0}")]
@@ -40,6 +42,7 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -79,6 +82,18 @@ impl From<sqlx::Error> for ApiError {
                 ApiError::Unavailable("the database is unavailable; try again shortly".into())
             }
             other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<crate::jobs::control::ControlError> for ApiError {
+    fn from(e: crate::jobs::control::ControlError) -> Self {
+        use crate::jobs::control::ControlError;
+        match e {
+            ControlError::NotFound => ApiError::NotFound("no such job".into()),
+            ControlError::Conflict(m) => ApiError::Conflict(m),
+            ControlError::Db(e) => e.into(),
+            ControlError::Queue(e) => e.into(),
         }
     }
 }

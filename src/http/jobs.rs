@@ -1,22 +1,20 @@
-//! Jobs as their owner sees them: current state, stored history, retry.
+//! Jobs as their owner sees them: current state, stored history, retry and
+//! cancel (both in the job lifecycle, [`crate::jobs::control`]), and the
+//! external workers' progress route.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use redis::AsyncCommands;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::AuthUser;
 use super::error::ApiError;
 use super::AppState;
-use crate::arq::queue::{CancelOutcome, RESULT_PREFIX};
-use crate::arq::wire::cancelled_error;
-use crate::arq::JobResult;
-use crate::arq::{now_ms, JobDef, PyValue};
-use crate::db::{self, EventRecord};
-use crate::domain::{document_id_of, EventType, ProgressEvent, Stage};
-use crate::jobs::PROCESS_DOCUMENT;
+use crate::db;
+use crate::domain::{EventType, ProgressEvent, Stage};
+use crate::events::{JobMeta, NewEvent};
+use crate::jobs::control::{Cancelled, RunningJobs};
 
 fn not_found() -> ApiError {
     ApiError::NotFound("no such job".into())
@@ -83,79 +81,8 @@ pub async fn retry(
     user: AuthUser,
     Path(job_id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let s = &state.services;
-    let job = db::get_job(&s.db, user.user_id, &job_id).await?.ok_or_else(not_found)?;
-    let document_id = document_id_of(&job_id)
-        .filter(|_| job.document_id.is_some())
-        .ok_or_else(not_found)?;
-    if job.stage != "failed" {
-        return Err(ApiError::Conflict(format!(
-            "only a failed job can be retried; this one is {}",
-            job.stage
-        )));
-    }
-    let attempt = db::requeue(&s.db, user.user_id, &job_id)
-        .await?
-        .ok_or_else(|| ApiError::Conflict("the job changed meanwhile; reload and try again".into()))?;
-    let details = json!({ "retry": true });
-    let message = "Retry queued";
-    let timestamp = chrono::Utc::now();
-    let seq = db::record_event(
-        &s.db,
-        &EventRecord {
-            job_id: &job_id,
-            attempt,
-            kind: EventType::JobQueued,
-            stage: Stage::Queued,
-            failed_stage: None,
-            progress: 0.0,
-            message,
-            details: &details,
-            error: None,
-            timestamp,
-        },
-    )
-    .await?
-    .ok_or_else(|| ApiError::Conflict("the job changed meanwhile; reload and try again".into()))?;
-    // The failed run's arq result would make arq refuse the same job id.
-    let mut con = s.queue.connection();
-    con.del::<_, ()>(format!("{RESULT_PREFIX}{job_id}"))
-        .await
-        .map_err(crate::arq::QueueError::from)?;
-    let def = JobDef {
-        job_try: None,
-        function: PROCESS_DOCUMENT.into(),
-        args: vec![
-            PyValue::Str(document_id.to_string()),
-            PyValue::Str(user.user_id.to_string()),
-        ],
-        kwargs: vec![],
-        enqueue_time_ms: now_ms(),
-    };
-    let expires_ms = (s.settings.queue.job_expires_secs * 1000) as i64;
-    if !s.queue.enqueue(&job_id, &def, 0, Some(expires_ms)).await? {
-        return Err(ApiError::Conflict("the job is already queued".into()));
-    }
-    let event = ProgressEvent {
-        kind: EventType::JobQueued,
-        job_id: job_id.clone(),
-        document_id: Some(document_id),
-        batch_id: job.batch_id,
-        stage: Stage::Queued,
-        progress: 0.0,
-        message: message.into(),
-        details,
-        error: None,
-        seq,
-        attempt,
-        timestamp,
-        document_name: job.document_name.clone(),
-    };
-    s.publisher.publish(user.user_id, &event).await;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "job_id": job_id, "document_id": document_id, "status": "queued" })),
-    ))
+    let body = crate::jobs::control::retry(&state.services, user.user_id, &job_id).await?;
+    Ok((StatusCode::ACCEPTED, Json(body)))
 }
 
 /// Progress reported by an external worker (seed plan 1.6).
@@ -246,52 +173,36 @@ pub async fn external_progress(
     let same_attempt_floor = if stage == Stage::Queued { 0.0 } else { job.progress };
     let progress = body.progress.max(same_attempt_floor);
     let failed_stage = (stage == Stage::Failed).then(|| Stage::parse(&job.stage).unwrap_or(Stage::Queued));
-    let timestamp = chrono::Utc::now();
     let message = if body.message.is_empty() {
         format!("{stage}")
     } else {
         body.message.clone()
     };
-    let seq = db::record_event(
-        &s.db,
-        &EventRecord {
-            job_id: &body.job_id,
-            attempt: job.attempt,
-            kind,
-            stage,
-            failed_stage,
-            progress,
-            message: &message,
-            details: &details,
-            error: body.error.as_deref(),
-            timestamp,
-        },
-    )
-    .await?
-    .ok_or_else(|| ApiError::Conflict("the job changed meanwhile; send the update again".into()))?;
-    let event = ProgressEvent {
-        kind,
+    let meta = JobMeta {
         job_id: body.job_id.clone(),
+        user_id: job.user_id,
         document_id: job.document_id,
         batch_id: job.batch_id,
+        document_name: job.document_name.clone(),
+    };
+    let event = NewEvent {
+        attempt: job.attempt,
+        kind,
         stage,
+        failed_stage,
         progress,
         message,
         details,
         error: body.error.clone(),
-        seq,
-        attempt: job.attempt,
-        timestamp,
-        document_name: job.document_name,
     };
-    s.publisher.publish(job.user_id, &event).await;
-    if let Some(batch) = job.batch_id {
-        crate::batches::refresh(&s.db, &s.publisher, batch).await?;
-    }
-    Ok(Json(json!({ "status": "ok", "seq": seq })))
+    let moves_batch = job.stage != stage.as_str() || stage.is_terminal();
+    let sent = s
+        .events
+        .emit(&meta, event, moves_batch)
+        .await?
+        .ok_or_else(|| ApiError::Conflict("the job changed meanwhile; send the update again".into()))?;
+    Ok(Json(json!({ "status": "ok", "seq": sent.seq })))
 }
-
-pub const CANCELLED: &str = "cancelled";
 
 /// `POST /api/v1/jobs/{job_id}/cancel`: stops a queued or running job,
 /// wherever it runs (the owning instance sees `arq:abort` within half a second).
@@ -309,53 +220,42 @@ pub async fn cancel(
     user: AuthUser,
     Path(job_id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let s = &state.services;
-    let job = db::get_job(&s.db, user.user_id, &job_id).await?.ok_or_else(not_found)?;
-    if job.stage == "completed" || job.stage == "failed" {
-        return Err(ApiError::Conflict(format!("the job has already {}", job.stage)));
+    let here = ThisProcess(&state);
+    match crate::jobs::control::cancel(&state.services, &here, user.user_id, &job_id).await? {
+        Cancelled::Ended { status } => Ok((StatusCode::OK, Json(json!({ "job_id": job_id, "status": status })))),
+        Cancelled::Cancelling => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "job_id": job_id, "status": "cancelling" })),
+        )),
     }
-    let document_id = job.document_id.map(|d| d.to_string()).unwrap_or_default();
-    let result = JobResult {
-        job_try: 0,
-        function: PROCESS_DOCUMENT.into(),
-        args: vec![PyValue::Str(document_id), PyValue::Str(user.user_id.to_string())],
-        kwargs: vec![],
-        enqueue_time_ms: job.created_at.timestamp_millis(),
-        success: false,
-        result: cancelled_error(),
-        start_ms: now_ms(),
-        finish_ms: now_ms(),
-        queue: s.queue.name.clone(),
-        job_id: job_id.clone(),
-    };
-    let keep_ms = (s.settings.queue.keep_result_secs * 1000) as i64;
-    match s.queue.cancel(&job_id, &result, keep_ms).await? {
-        CancelOutcome::Queued | CancelOutcome::Unknown => {
-            crate::jobs::record_failure(s, &job_id, CANCELLED).await;
-        }
-        CancelOutcome::Running => {
-            // Wait (briefly) for the worker to confirm.
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
-            loop {
-                let now = db::get_job(&s.db, user.user_id, &job_id).await?.ok_or_else(not_found)?;
-                if now.stage == "failed" || now.stage == "completed" {
-                    break;
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    return Ok((
-                        StatusCode::ACCEPTED,
-                        Json(json!({ "job_id": job_id, "status": "cancelling" })),
-                    ));
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
+}
+
+/// The actor tree of this process, as cancel needs it.
+struct ThisProcess<'a>(&'a AppState);
+
+impl RunningJobs for ThisProcess<'_> {
+    fn stop_here<'a>(&'a self, job_id: &'a str) -> futures::future::BoxFuture<'a, bool> {
+        Box::pin(async move {
+            ractor::call_t!(
+                self.0.supervisor,
+                |reply| crate::actors::SupervisorMsg::Cancel {
+                    job_id: job_id.to_string(),
+                    reply
+                },
+                1000
+            )
+            .unwrap_or(false)
+        })
     }
-    let now = db::get_job(&s.db, user.user_id, &job_id).await?.ok_or_else(not_found)?;
-    let status = if now.stage == "failed" {
-        "cancelled"
-    } else {
-        now.stage.as_str()
-    };
-    Ok((StatusCode::OK, Json(json!({ "job_id": job_id, "status": status }))))
+
+    fn watch_end(&self, job_id: &str) -> Option<tokio::sync::oneshot::Receiver<ProgressEvent>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.0
+            .registry
+            .cast(crate::actors::registry::RegistryMsg::WatchEnd {
+                job_id: job_id.to_string(),
+                reply: tx,
+            })
+            .then_some(rx)
+    }
 }

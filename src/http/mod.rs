@@ -35,6 +35,8 @@ use auth::AuthKeys;
 pub struct AppState {
     pub services: Arc<Services>,
     pub supervisor: ActorRef<SupervisorMsg>,
+    /// Where sockets register (the session registry, wherever it runs now).
+    pub registry: crate::actors::registry::RegistryHandle,
     pub auth: Arc<AuthKeys>,
     /// Set when shutdown begins: readiness turns false.
     pub draining: Arc<AtomicBool>,

@@ -138,7 +138,7 @@ fn close(code: u16, reason: &str) -> Message {
 /// session was stopping, or the registry is being restarted).
 async fn register(state: &AppState, user_id: Uuid, socket: SocketHandle) -> Result<Registration, ()> {
     for attempt in 0..REGISTER_TRIES {
-        if let Some(registry) = state.services.registry.get() {
+        if let Some(registry) = state.registry.get() {
             let socket = socket.clone();
             match ractor::call_t!(registry, |reply| RegistryMsg::Register { user_id, socket, reply }, 2000) {
                 Ok(answer) => return Ok(answer),
@@ -297,7 +297,7 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
         _ = &mut writer => false,
     };
     // Unregistered at once, so a reconnect is never refused for a socket that is gone.
-    state.services.registry.cast(RegistryMsg::Unregister {
+    state.registry.cast(RegistryMsg::Unregister {
         user_id: user.user_id,
         socket_id,
     });

@@ -80,7 +80,7 @@ pub async fn store(
 ) -> Result<(), StageError> {
     let rows = copy_rows(document_id, model, chunks, vectors);
     let mut tx = pool.begin().await?;
-    if !db::lock_attempt(&mut tx, &reporter.job_id, reporter.attempt).await? {
+    if !db::lock_attempt(&mut tx, reporter.job_id(), reporter.attempt).await? {
         return Err(StageError::Fenced);
     }
     sqlx::query("DELETE FROM chunks WHERE document_id = $1")

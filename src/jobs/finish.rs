@@ -1,23 +1,19 @@
 //! Ending a job on both records: the arq result in Redis (what arq's client
 //! reads) and, for document jobs, the `failed` event in Postgres (what users
-//! see). Used by the document actor and by the supervisor for jobs that never
-//! got an actor (expired, undecodable, unknown function, too many tries) or
-//! whose actor crashed too often.
+//! see). Used by the document actor (also for jobs its pre-run checks
+//! reject: expired, undecodable, unknown function, too many tries), by the
+//! supervisor for jobs whose actor crashed too often, and by recovery.
 
 use rand::Rng;
 use std::time::Duration;
 
+use super::PROCESS_DOCUMENT;
 use crate::arq::wire::{job_execution_failed, JobResult};
 use crate::arq::{now_ms, Claimed, JobDef, PyValue};
 use crate::db;
 use crate::domain::{document_id_of, Stage};
-use crate::progress::Reporter;
+use crate::events::{JobMeta, NewEvent};
 use crate::services::Services;
-
-/// The function name doculearn's workers run.
-pub const PROCESS_DOCUMENT: &str = "process_document";
-/// A function that does nothing (returns None); a probe, when `queue.enable_noop`.
-pub const NOOP: &str = "noop";
 
 /// Writes the arq result of a claimed job and removes it from the queue.
 pub async fn arq_finish(
@@ -74,7 +70,7 @@ fn release_held(services: &Services, job: Option<&JobDef>) {
     let Some(services) = services.myself() else { return };
     let tasks = services.tasks.clone();
     tasks.spawn(async move {
-        if let Err(e) = crate::fairness::feed_user(&services, user).await {
+        if let Err(e) = super::admission::feed_user(&services, user).await {
             tracing::warn!(user_id = %user, error = %e, "cannot release held jobs; the watchdog will");
         }
     });
@@ -114,18 +110,16 @@ pub async fn record_failure(services: &Services, job_id: &str, reason: &str) {
             } else {
                 start.stage
             };
-            let mut reporter = Reporter::new(
-                services.db.clone(),
-                services.publisher.clone(),
-                job_id.to_string(),
-                start.user_id,
-                start.document_id,
-                start.batch_id,
-                start.document_name,
-                start.attempt,
-                services.min_event_interval(),
-            );
-            if let Err(e) = reporter.failed(failed_in, reason).await {
+            let meta = JobMeta {
+                job_id: job_id.to_string(),
+                user_id: start.user_id,
+                document_id: start.document_id,
+                batch_id: start.batch_id,
+                document_name: start.document_name,
+            };
+            let details = serde_json::json!({ "failed_stage": failed_in.as_str() });
+            let ev = NewEvent::failed(start.attempt, failed_in, start.progress, reason, details);
+            if let Err(e) = services.events.emit(&meta, ev, true).await {
                 tracing::error!(job_id, error = %e, "cannot record the failure");
             }
         }
@@ -141,14 +135,7 @@ pub async fn record_failure(services: &Services, job_id: &str, reason: &str) {
 /// lost to a TTL. Returns the restored job bytes, or `None` for a job that
 /// is not ours to rebuild (a caller's own `enqueue_job` keeps arq's rule).
 pub async fn restore_expired(services: &Services, job_id: &str) -> Option<Vec<u8>> {
-    let row: Option<(uuid::Uuid, uuid::Uuid)> = match sqlx::query_as(
-        "SELECT document_id, user_id FROM job_progress WHERE job_id = $1 AND managed \
-         AND document_id IS NOT NULL AND stage NOT IN ('completed', 'failed')",
-    )
-    .bind(job_id)
-    .fetch_optional(&services.db)
-    .await
-    {
+    let row = match db::unfinished_managed_job(&services.db, job_id).await {
         Ok(row) => row,
         Err(e) => {
             tracing::warn!(job_id, error = %e, "cannot look up an expired job; failing it as arq would");
@@ -156,7 +143,7 @@ pub async fn restore_expired(services: &Services, job_id: &str) -> Option<Vec<u8
         }
     };
     let (document_id, user) = row?;
-    let def = crate::fairness::job_def(document_id, user);
+    let def = super::job_def(document_id, user);
     let expires_ms = (services.settings.queue.job_expires_secs * 1000) as i64;
     match services.queue.restore_job(job_id, &def, expires_ms).await {
         Ok(bytes) => {

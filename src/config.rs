@@ -374,7 +374,7 @@ impl Settings {
             ));
         }
         for p in &self.http.trusted_proxies {
-            if crate::http::proxy::Cidr::parse(p).is_none() {
+            if crate::cidr::Cidr::parse(p).is_none() {
                 return Err(invalid(
                     "http.trusted_proxies",
                     format!("“{p}” is not an address or CIDR range"),

@@ -678,6 +678,43 @@ pub fn history_many<'a>(
     })
 }
 
+/// Replaces a document's chunks with `copy` (COPY's binary format, built by
+/// the storing stage) and records their count, in the caller's transaction.
+pub async fn replace_chunks(
+    tx: &mut sqlx::PgConnection,
+    document_id: Uuid,
+    copy: &[u8],
+    count: usize,
+    pages: Option<u32>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM chunks WHERE document_id = $1")
+        .bind(document_id)
+        .execute(&mut *tx)
+        .await?;
+    let mut sink = tx
+        .copy_in_raw(
+            "COPY chunks (document_id, chunk_index, content, page, model_id, engine_id, embedding) FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+    // Sent in pieces of 1 MiB (COPY data may be split anywhere).
+    for piece in copy.chunks(1 << 20) {
+        sink.send(piece).await?;
+    }
+    sink.finish().await?;
+    sqlx::query("UPDATE documents SET chunk_count = $2, pages = COALESCE($3, pages), updated_at = now() WHERE id = $1")
+        .bind(document_id)
+        .bind(count as i32)
+        .bind(pages.map(|p| p as i32))
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Answers when the database does.
+pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
+}
+
 /// Is `attempt` still the job's current attempt? Locks the job row until the
 /// transaction ends, so a new attempt cannot start in between.
 pub async fn lock_attempt(conn: &mut sqlx::PgConnection, job_id: &str, attempt: i32) -> Result<bool, sqlx::Error> {
@@ -979,6 +1016,17 @@ pub async fn index_some(pool: &PgPool, limit: i64) -> Result<u64, sqlx::Error> {
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// Whether every one of these documents is the owner's.
+pub async fn owns_all(pool: &PgPool, owner: Uuid, ids: &[Uuid]) -> Result<bool, sqlx::Error> {
+    let mine: i64 = sqlx::query_scalar("SELECT count(DISTINCT id) FROM documents WHERE owner_id = $1 AND id = ANY($2)")
+        .bind(owner)
+        .bind(ids)
+        .fetch_one(pool)
+        .await?;
+    let distinct = ids.iter().collect::<std::collections::HashSet<_>>().len();
+    Ok(mine as usize == distinct)
 }
 
 /// One search hit.

@@ -2,8 +2,9 @@
 //! and shows every user, live, how far each document has come.
 //!
 //! - [`config`] — typed settings (default.toml < `--config` < `DOCULEARN_*`)
+//! - [`cidr`] — address ranges (trusted proxies)
 //! - [`domain`] — job ids, stages and the progress event every channel carries
-//! - [`db`] — all SQL; worker writes fenced by attempt
+//! - [`db`] — the SQL of documents, jobs, history, chunks, admission, idempotency and search; worker writes fenced by attempt ([`batches`] and [`analytics`] keep the queries that are their whole logic)
 //! - [`analytics`] — per-stage processing statistics from the history table
 //! - [`arq`] — arq 0.28's wire format and queue protocol in Redis
 //! - [`batches`] — documents uploaded together and their aggregated progress
@@ -24,6 +25,7 @@ pub mod actors;
 pub mod analytics;
 pub mod arq;
 pub mod batches;
+pub mod cidr;
 pub mod config;
 pub mod db;
 pub mod domain;

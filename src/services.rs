@@ -64,6 +64,16 @@ impl Services {
         }
     }
 
+    /// The embedding provider's name, as metrics label it.
+    pub fn provider_label(&self) -> &'static str {
+        match self.settings.embedding.provider {
+            crate::config::Provider::Local => "local",
+            crate::config::Provider::Openai => "openai",
+            crate::config::Provider::Ollama => "ollama",
+            crate::config::Provider::Hash => "hash",
+        }
+    }
+
     pub fn min_event_interval(&self) -> Duration {
         Duration::from_millis(self.settings.progress.min_event_interval_ms)
     }
@@ -115,8 +125,9 @@ impl Faults {
         self.freeze_supervisor_after
     }
 
-    /// Sleeps when configured to hang in this stage (a stuck stage, for tests).
-    pub async fn maybe_hang(&self, stage: Stage, job_id: &str) {
+    /// Sleeps when configured to hang in this stage (a stuck stage, for
+    /// tests); called where a stage opens, after its first event.
+    pub async fn inside(&self, stage: Stage, job_id: &str) {
         if self.hang_in == Some(stage) && !self.hang.is_zero() {
             let took = self
                 .hangs_left
@@ -134,8 +145,9 @@ impl Faults {
         }
     }
 
-    /// Panics when configured to for this stage and the budget is not spent.
-    pub fn maybe_panic(&self, stage: Stage, job_id: &str) {
+    /// Panics when configured to for this stage and the budget is not spent;
+    /// called where a stage opens, before its first event.
+    pub fn entering(&self, stage: Stage, job_id: &str) {
         if self.panic_in != Some(stage) {
             return;
         }

@@ -83,6 +83,14 @@ async fn authorization_matrix_over_every_route() {
         ),
         (
             "POST",
+            "/api/v1/search".into(),
+            Some(json!({"query": "river", "document_ids": [doc]})),
+            200,
+            404,
+            404,
+        ),
+        (
+            "POST",
             "/api/v1/admin/jobs/recover-stalled?dry_run=true".into(),
             None,
             403,

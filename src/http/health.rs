@@ -78,12 +78,9 @@ pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>)
         (status = 503, description = "Not ready (dependency down or draining)", body = crate::http::openapi::Readiness),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let db_ok = tokio::time::timeout(
-        Duration::from_secs(2),
-        sqlx::query("SELECT 1").execute(&state.services.db),
-    )
-    .await
-    .is_ok_and(|r| r.is_ok());
+    let db_ok = tokio::time::timeout(Duration::from_secs(2), crate::db::ping(&state.services.db))
+        .await
+        .is_ok_and(|r| r.is_ok());
     let mut con = state.services.redis.clone();
     let redis_ok = con.ping::<String>().await.is_ok();
     let tree = tree_alive(&state).await;

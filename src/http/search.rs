@@ -35,6 +35,7 @@ pub const MAX_QUERY_CHARS: usize = 2000;
         (status = 200, description = "The caller's best chunks", body = crate::http::openapi::SearchResults),
         (status = 400, description = "Empty or too long query, bad k", body = crate::http::openapi::ErrorBody),
         (status = 401, description = "No valid token", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "A document id that is not the caller's", body = crate::http::openapi::ErrorBody),
     ),
     security(("bearer" = [])))]
 pub async fn search(
@@ -60,6 +61,15 @@ pub async fn search(
         },
     };
     let s = &state.services;
+    // Another user's document ids answer 404, as on every other route.
+    if let Some(ids) = req.document_ids.as_deref() {
+        if ids.len() > 1000 {
+            return Err(ApiError::BadRequest("document_ids holds at most 1000 ids".into()));
+        }
+        if !db::owns_all(&s.db, user.user_id, ids).await? {
+            return Err(ApiError::NotFound("no such document".into()));
+        }
+    }
     let mut vectors = s.embedder.embed(&[query.to_string()]).await.map_err(|e| match e {
         EmbedError::Transient { reason, .. } => ApiError::Unavailable(reason),
         EmbedError::Permanent(reason) => ApiError::Internal(anyhow::anyhow!(reason)),

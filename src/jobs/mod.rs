@@ -6,11 +6,15 @@
 //!
 //! - [`submit`] — uploads and batches: every file stored and queued, or none; idempotency keys
 //! - [`admission`] — per-user fairness between the database and the arq queue
+//! - [`attempt`] — starting a worker's attempt (fencing) with its reporter
+//! - [`cache`] — the stage cache of extraction and chunking, by content hash
 //! - [`control`] — retry (through admission) and cancel (wherever the job runs)
 //! - [`finish`] — ending a job on both records (Postgres event, arq result)
 //! - [`limits`] — the cluster-wide upload rate limit
 
 pub mod admission;
+pub mod attempt;
+pub mod cache;
 pub mod control;
 pub mod finish;
 pub mod limits;

@@ -83,28 +83,7 @@ pub async fn store(
     if !db::lock_attempt(&mut tx, reporter.job_id(), reporter.attempt).await? {
         return Err(StageError::Fenced);
     }
-    sqlx::query("DELETE FROM chunks WHERE document_id = $1")
-        .bind(document_id)
-        .execute(&mut *tx)
-        .await?;
-    {
-        let mut copy = tx
-            .copy_in_raw(
-                "COPY chunks (document_id, chunk_index, content, page, model_id, engine_id, embedding) FROM STDIN (FORMAT binary)",
-            )
-            .await?;
-        // Sent in pieces of 1 MiB (COPY data may be split anywhere).
-        for piece in rows.chunks(1 << 20) {
-            copy.send(piece).await?;
-        }
-        copy.finish().await?;
-    }
-    sqlx::query("UPDATE documents SET chunk_count = $2, pages = COALESCE($3, pages), updated_at = now() WHERE id = $1")
-        .bind(document_id)
-        .bind(chunks.len() as i32)
-        .bind(pages.map(|p| p as i32))
-        .execute(&mut *tx)
-        .await?;
+    db::replace_chunks(&mut tx, document_id, &rows, chunks.len(), pages).await?;
     let stored = reporter
         .progress_in(
             &mut tx,

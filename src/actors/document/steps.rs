@@ -1,0 +1,315 @@
+//! The steps of a document job, one short function each, run in order by
+//! the actor: begin (pre-run checks, attempt), download, extract, chunk,
+//! embed, store, complete. Stage work is in `crate::pipeline`; caching,
+//! attempts and events go through the lifecycle layer (`crate::jobs`,
+//! the attempt's `Reporter`). Every stage opens through [`open`], the one
+//! place test fault injection (`[faults]`) can act.
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::prerun::{prerun, Admitted, PRERUN_LIMIT};
+use super::{human_bytes, job_args, result_dict, success_result, DocumentState, Next, Step};
+use crate::arq::now_ms;
+use crate::arq::wire::job_execution_failed;
+use crate::db;
+use crate::domain::Stage;
+use crate::jobs::attempt::{self, Started};
+use crate::jobs::{self, cache};
+use crate::pipeline::embed::EmbedError;
+use crate::pipeline::extract;
+use crate::pipeline::{download, store, StageError};
+use crate::progress::Reporter;
+
+/// Embedding batches a document keeps submitted beyond the one it awaits.
+const LOOKAHEAD: usize = 2;
+
+fn reporter(state: &mut DocumentState) -> &mut Reporter {
+    state.reporter.as_mut().expect("begin created the reporter")
+}
+
+/// Opens a stage: its first event, around the fault-injection seam (a no-op
+/// unless a test setting asks for it: a panic entering the stage, before its
+/// first event; a hang inside it, after).
+async fn open(
+    state: &mut DocumentState,
+    stage: Stage,
+    progress: f64,
+    message: impl Into<String>,
+    details: Value,
+) -> Result<(), StageError> {
+    let faults = state.args.services.clone();
+    let job_id = state.args.claimed.job_id.clone();
+    faults.faults.entering(stage, &job_id);
+    reporter(state).progress(stage, progress, message, details).await?;
+    faults.faults.inside(stage, &job_id).await;
+    Ok(())
+}
+
+/// Pre-run checks, the document, a new attempt.
+pub async fn begin(state: &mut DocumentState) -> Result<Next, StageError> {
+    let s = state.args.services.clone();
+    let job = match tokio::time::timeout(PRERUN_LIMIT, prerun(&s, &mut state.args.claimed)).await {
+        Ok(Ok(Admitted::Run(job))) => job,
+        Ok(Ok(Admitted::Ended)) => return Ok(Next::Done),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            return Err(StageError::transient(format!(
+                "the job could not be read from the queue within {} s",
+                PRERUN_LIMIT.as_secs()
+            )))
+        }
+    };
+    let (document_id, user_id) = job_args(&job)?;
+    state.job = Some(job);
+    let job_id = state.args.claimed.job_id.clone();
+    let source = db::document_source(&s.db, document_id)
+        .await?
+        .ok_or_else(|| StageError::permanent(format!("document {document_id} does not exist (was it deleted?)")))?;
+    if source.owner_id != user_id {
+        return Err(StageError::permanent(format!(
+            "user {user_id} does not own document {document_id}"
+        )));
+    }
+    let reporter = match attempt::start(&s, &job_id, document_id).await? {
+        Started::Run(r) => r,
+        Started::AlreadyEnded(view) => {
+            let (success, r) = match view {
+                Some(v) if v.stage == "completed" => (true, success_result(document_id, &v, &s)),
+                Some(v) => (false, job_execution_failed(v.error.unwrap_or_else(|| "failed".into()))),
+                None => (false, job_execution_failed("the job's document was deleted")),
+            };
+            jobs::arq_finish(&s, &state.args.claimed, state.job.as_ref(), state.start_ms, success, r).await;
+            return Ok(Next::Done);
+        }
+    };
+    tracing::info!(job_id = %job_id, document_id = %document_id, attempt = reporter.attempt, job_try = state.args.claimed.job_try, "job started");
+    state.reporter = Some(reporter);
+    state.source = Some(source);
+    open(
+        state,
+        Stage::Downloading,
+        0.05,
+        "Fetching document from database",
+        json!({}),
+    )
+    .await?;
+    Ok(Next::Go(Step::Download))
+}
+
+pub async fn download(state: &mut DocumentState) -> Result<Next, StageError> {
+    let s = state.args.services.clone();
+    let source = state.source.as_ref().expect("begin ran");
+    let bytes = download::content(&s.db, source, &s.settings.pipeline).await?;
+    let message = match &source.source_url {
+        Some(url) => format!("Downloaded {} from {url}", human_bytes(bytes.len())),
+        None => format!("Loaded file content ({})", human_bytes(bytes.len())),
+    };
+    reporter(state)
+        .progress(Stage::Downloading, 0.15, message, json!({ "bytes": bytes.len() }))
+        .await?;
+    state.bytes = Some(bytes);
+    Ok(Next::Go(Step::Extract))
+}
+
+pub async fn extract(state: &mut DocumentState) -> Result<Next, StageError> {
+    let s = state.args.services.clone();
+    let source = state.source.clone().expect("begin ran");
+    open(
+        state,
+        Stage::Extracting,
+        0.25,
+        format!("Extracting text from {}", source.name),
+        json!({}),
+    )
+    .await?;
+    let bytes = state.bytes.take().expect("download ran");
+    let sha = hex::encode(Sha256::digest(&bytes));
+    let run = async {
+        match &s.sandbox {
+            Some(sandbox) => {
+                extract::extract_sandboxed(sandbox, &bytes, &source.name, &source.content_type, &s.limits).await
+            }
+            None => {
+                let limits = s.limits.clone();
+                let (name, ct, bytes) = (source.name.clone(), source.content_type.clone(), bytes.clone());
+                tokio::task::spawn_blocking(move || extract::extract_bytes(&bytes, &name, &ct, &limits))
+                    .await
+                    .map_err(|e| match e.try_into_panic() {
+                        Ok(p) => std::panic::resume_unwind(p),
+                        Err(_) => StageError::transient("extraction was interrupted"),
+                    })?
+                    .map_err(StageError::Permanent)
+            }
+        }
+    };
+    let (extracted, from_cache) = cache::extraction(&s, &sha, run).await?;
+    state.sha256 = Some(sha);
+    db::set_detected_type(&s.db, source.id, &extracted.kind, extracted.pages.map(|p| p as i32)).await?;
+    let chars = extracted.text.chars().count();
+    let reused = if from_cache {
+        " (reused from an earlier run of the same file)"
+    } else {
+        ""
+    };
+    let message = match extracted.pages {
+        Some(p) => format!("Extracted {chars} characters from {p} pages{reused}"),
+        None => format!("Extracted {chars} characters{reused}"),
+    };
+    let mut details = json!({ "characters": chars, "kind": extracted.kind, "cached": from_cache });
+    if let Some(p) = extracted.pages {
+        details["pages"] = json!(p);
+    }
+    if !extracted.page_errors.is_empty() {
+        details["unreadable_pages"] = json!(extracted.page_errors.len());
+        tracing::warn!(job_id = %state.args.claimed.job_id, pages = ?extracted.page_errors, "some pages could not be read");
+    }
+    reporter(state)
+        .progress(Stage::Extracting, 0.30, message, details)
+        .await?;
+    state.extracted = Some(extracted);
+    Ok(Next::Go(Step::Chunk))
+}
+
+pub async fn chunk(state: &mut DocumentState) -> Result<Next, StageError> {
+    let s = state.args.services.clone();
+    open(
+        state,
+        Stage::Chunking,
+        0.35,
+        "Splitting document into chunks",
+        json!({}),
+    )
+    .await?;
+    let sha = state.sha256.clone().expect("extract ran");
+    let chunks = cache::chunks(&s, &sha, state.extracted.as_ref().expect("extract ran")).await;
+    if chunks.is_empty() {
+        return Err(StageError::permanent("the document has no text to index"));
+    }
+    let n = chunks.len();
+    state.chunks = chunks;
+    reporter(state)
+        .progress(
+            Stage::Chunking,
+            0.40,
+            format!("Created {n} chunks"),
+            json!({ "chunk_count": n }),
+        )
+        .await?;
+    Ok(Next::Go(Step::Embed))
+}
+
+/// Batches through the embedder, "Processing chunk i/n" as each comes back;
+/// passing provider failures are waited out in place, with the job saying so.
+pub async fn embed(state: &mut DocumentState) -> Result<Next, StageError> {
+    let s = state.args.services.clone();
+    let total = state.chunks.len();
+    let details = json!({ "chunk": 0, "chunks": total, "model": s.embedder.model(), "engine": s.embedder.engine() });
+    open(state, Stage::Embedding, 0.40, "Starting embedding generation", details).await?;
+    let job_id = state.args.claimed.job_id.clone();
+    let batch = s.embedder.batch_size().max(1);
+    let pieces: Vec<Vec<String>> = state
+        .chunks
+        .chunks(batch)
+        .map(|piece| piece.iter().map(|c| c.text.clone()).collect())
+        .collect();
+    let max_retries = s.settings.embedding.max_retries;
+    let submit = |piece: &Vec<String>| s.embedder.clone().submit(piece.clone());
+    // Batches ahead: the local pool already holds the next ones while this
+    // one is awaited, so its workers never wait for us.
+    let mut ahead: std::collections::VecDeque<_> = pieces.iter().take(LOOKAHEAD).map(submit).collect();
+    let mut vectors = Vec::with_capacity(total);
+    for (k, piece) in pieces.iter().enumerate() {
+        let mut tries = 0u32;
+        let mut pending = ahead.pop_front().expect("each batch is submitted before it is awaited");
+        if let Some(next) = pieces.get(k + LOOKAHEAD) {
+            ahead.push_back(submit(next));
+        }
+        let out = loop {
+            let started = std::time::Instant::now();
+            let answer = pending.await;
+            crate::metrics::embedding(s.provider_label(), started.elapsed().as_secs_f64(), piece.len());
+            match answer {
+                Ok(out) => break out,
+                Err(EmbedError::Permanent(reason)) => return Err(StageError::Permanent(reason)),
+                Err(EmbedError::Transient { reason, retry_after }) => {
+                    tries += 1;
+                    if tries > max_retries {
+                        return Err(StageError::Transient { reason, retry_after });
+                    }
+                    let wait = retry_after.unwrap_or_else(|| jobs::backoff(tries as i64));
+                    tracing::warn!(job_id = %job_id, tries, reason = %reason, wait_ms = wait.as_millis() as u64, "embedding provider unavailable; waiting");
+                    let r = reporter(state);
+                    let progress = r.last_progress();
+                    let message = format!(
+                        "Waiting for the embedding provider ({reason}); retrying in {:.0} s",
+                        wait.as_secs_f64().ceil()
+                    );
+                    let details = json!({ "waiting": true, "retry": tries, "retry_in_ms": wait.as_millis() as u64 });
+                    r.progress(Stage::Embedding, progress, message, details).await?;
+                    tokio::time::sleep(wait).await;
+                    pending = submit(piece);
+                }
+            }
+        };
+        vectors.extend(out);
+        let done = vectors.len();
+        let progress = 0.40 + 0.45 * (done as f64 / total as f64);
+        let message = format!("Processing chunk {done}/{total}");
+        let details = json!({ "chunk": done, "chunks": total });
+        let r = reporter(state);
+        if done == total {
+            // The last one always goes out, so the bar shows all chunks done.
+            r.progress(Stage::Embedding, progress, message, details).await?;
+        } else {
+            r.throttled(Stage::Embedding, progress, message, details).await?;
+        }
+    }
+    state.vectors = vectors;
+    Ok(Next::Go(Step::Store))
+}
+
+pub async fn store(state: &mut DocumentState) -> Result<Next, StageError> {
+    let s = state.args.services.clone();
+    let n = state.chunks.len();
+    open(
+        state,
+        Stage::Storing,
+        0.85,
+        "Storing embeddings in database",
+        json!({ "chunks": n }),
+    )
+    .await?;
+    let document_id = state.source.as_ref().expect("begin ran").id;
+    let pages = state.extracted.as_ref().and_then(|e| e.pages);
+    let reporter = state.reporter.as_mut().expect("begin created the reporter");
+    store::store(
+        &s.db,
+        reporter,
+        document_id,
+        s.model_ids(),
+        &state.chunks,
+        &state.vectors,
+        pages,
+    )
+    .await?;
+    Ok(Next::Go(Step::Complete))
+}
+
+pub async fn complete(state: &mut DocumentState) -> Result<Next, StageError> {
+    let s = state.args.services.clone();
+    let n = state.chunks.len();
+    let pages = state.extracted.as_ref().and_then(|e| e.pages);
+    let elapsed_ms = now_ms() - state.start_ms;
+    let details = json!({ "chunks": n, "pages": pages, "elapsed_ms": elapsed_ms,
+                          "model": s.embedder.model(), "engine": s.embedder.engine() });
+    reporter(state)
+        .completed("Document processing completed successfully", details)
+        .await?;
+    let document_id: Uuid = state.source.as_ref().expect("begin ran").id;
+    tracing::info!(job_id = %state.args.claimed.job_id, document_id = %document_id, chunks = n, elapsed_ms, "job completed");
+    let r = result_dict(document_id, n as i64, pages.map(i64::from), &s);
+    jobs::arq_finish(&s, &state.args.claimed, state.job.as_ref(), state.start_ms, true, r).await;
+    Ok(Next::Done)
+}

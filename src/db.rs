@@ -725,12 +725,13 @@ pub async fn lock_attempt(conn: &mut sqlx::PgConnection, job_id: &str, attempt: 
     Ok(current == Some(attempt))
 }
 
-/// Puts a failed or completed job back to `queued` for a re-run; returns the
-/// job's attempt (the `queued` event is written with it).
+/// Puts a failed or completed job back to `queued` for a re-run, held until
+/// admission lets it into the queue (we enqueue it now, whoever did before);
+/// returns the job's attempt (the `queued` event is written with it).
 pub async fn requeue(pool: &PgPool, owner: Uuid, job_id: &str) -> Result<Option<i32>, sqlx::Error> {
     sqlx::query_scalar(
         "UPDATE job_progress SET stage = 'queued', progress = 0, error = NULL, failed_stage = NULL, \
-         completed_at = NULL, last_update = now(), enqueued_at = now() \
+         completed_at = NULL, last_update = now(), enqueued_at = NULL, managed = true \
          WHERE job_id = $1 AND user_id = $2 AND stage IN ('failed', 'completed') RETURNING attempt",
     )
     .bind(job_id)

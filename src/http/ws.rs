@@ -44,6 +44,8 @@ const OUTGOING_BUFFER: usize = 1024;
 const REPLY_BUFFER: usize = 256;
 /// Registration attempts before the socket is closed with 1011.
 const REGISTER_TRIES: u32 = 6;
+/// How long a socket over the per-user limit waits for closed ones to leave.
+const REFUSAL_GRACE: Duration = Duration::from_millis(1500);
 
 #[derive(Deserialize)]
 pub struct WsQuery {
@@ -135,21 +137,37 @@ fn close(code: u16, reason: &str) -> Message {
 
 /// Registers the socket with the session that will deliver to it; retries
 /// against a fresh session when the acknowledgement does not come (the
-/// session was stopping, or the registry is being restarted).
+/// session was stopping, or the registry is being restarted). A socket
+/// refused for the per-user limit is tried again for a moment first: the
+/// sockets a reconnecting client just dropped may not have been noticed as
+/// closed yet, and a reconnect must not be refused for them.
 async fn register(state: &AppState, user_id: Uuid, socket: SocketHandle) -> Result<Registration, ()> {
-    for attempt in 0..REGISTER_TRIES {
+    let mut refused_since: Option<std::time::Instant> = None;
+    let mut attempt = 0u32;
+    loop {
         if let Some(registry) = state.registry.get() {
             let socket = socket.clone();
             match ractor::call_t!(registry, |reply| RegistryMsg::Register { user_id, socket, reply }, 2000) {
-                Ok(answer) => return Ok(answer),
+                Ok(Registration::Accepted) => return Ok(Registration::Accepted),
+                Ok(Registration::Refused(reason)) => {
+                    let since = *refused_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() >= REFUSAL_GRACE {
+                        return Ok(Registration::Refused(reason));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
                 Err(e) => {
                     tracing::debug!(user_id = %user_id, attempt, error = %e, "socket registration not acknowledged; retrying")
                 }
             }
         }
+        attempt += 1;
+        if attempt >= REGISTER_TRIES {
+            return Err(());
+        }
         tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
     }
-    Err(())
 }
 
 async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {

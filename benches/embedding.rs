@@ -40,11 +40,9 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn corpus() -> PathBuf {
-    std::env::var("DOCULEARN_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root().join("../shared/corpus"))
-}
+#[path = "../tests/support/corpus.rs"]
+mod corpus_files;
+use corpus_files::corpus;
 
 /// CPU seconds this process has used (user + system).
 fn cpu_secs() -> f64 {
@@ -287,20 +285,11 @@ fn main() {
         .filter(|(_, a)| *a == "--file")
         .filter_map(|(i, _)| args.get(i + 1).map(PathBuf::from))
         .collect();
-    let mut files: Vec<PathBuf> = if named.is_empty() {
-        std::fs::read_dir(corpus())
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                let n = p.file_name().unwrap().to_string_lossy().to_string();
-                !n.ends_with(".raw.txt") && !n.ends_with(".ref.txt") && n != "README.md" && n != "manifest.tsv"
-            })
-            .collect()
+    let files: Vec<PathBuf> = if named.is_empty() {
+        corpus_files::documents(&corpus())
     } else {
         named
     };
-    files.sort();
     let mut texts = Vec::new();
     let mut owner = Vec::new();
     for f in &files {

@@ -21,11 +21,9 @@ use std::time::{Duration, Instant};
 
 const SECRET: &str = "bench-secret-bench-secret-bench-secret-01";
 
-fn corpus() -> PathBuf {
-    std::env::var("DOCULEARN_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"))
-}
+#[path = "../tests/support/corpus.rs"]
+mod corpus_files;
+use corpus_files::corpus;
 
 fn psql(db: &str, sql: &str) -> String {
     let out = Command::new("psql")
@@ -44,19 +42,8 @@ fn vm_hwm_mb(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The corpus documents themselves (not the reference texts, the manifest or its README).
 fn corpus_files() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let n = p.file_name().unwrap().to_string_lossy().to_string();
-            !n.ends_with(".raw.txt") && !n.ends_with(".ref.txt") && n != "README.md" && n != "manifest.tsv"
-        })
-        .collect();
-    files.sort();
-    files
+    corpus_files::documents(&corpus())
 }
 
 /// One HTML page of about 5,000 chunks (1000/200): the corpus's reference

@@ -582,52 +582,18 @@ pub async fn history(
     job_id: &str,
     after: i64,
 ) -> Result<Option<Vec<ProgressEvent>>, sqlx::Error> {
-    let owner_row = sqlx::query(
-        "SELECT j.document_id, j.batch_id, d.name FROM job_progress j LEFT JOIN documents d ON d.id = j.document_id \
-         WHERE j.job_id = $1 AND j.user_id = $2",
-    )
-    .bind(job_id)
-    .bind(owner)
-    .fetch_optional(pool)
-    .await?;
-    let Some(owner_row) = owner_row else {
+    use futures::TryStreamExt;
+    let known: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM job_progress WHERE job_id = $1 AND user_id = $2)")
+            .bind(job_id)
+            .bind(owner)
+            .fetch_one(pool)
+            .await?;
+    if !known {
         return Ok(None);
-    };
-    let document_id: Option<Uuid> = owner_row.try_get("document_id")?;
-    let batch_id: Option<Uuid> = owner_row.try_get("batch_id")?;
-    let name: Option<String> = owner_row.try_get("name")?;
-    let rows = sqlx::query(
-        "SELECT seq, attempt, event_type, stage, progress, message, details, error, timestamp \
-         FROM job_progress_history WHERE job_id = $1 AND seq > $2 ORDER BY seq",
-    )
-    .bind(job_id)
-    .bind(after)
-    .fetch_all(pool)
-    .await?;
-    let mut events = Vec::with_capacity(rows.len());
-    for r in rows {
-        let kind: String = r.try_get("event_type")?;
-        let stage: String = r.try_get("stage")?;
-        events.push(ProgressEvent {
-            kind: EventType::parse(&kind).unwrap_or(EventType::JobProgress),
-            job_id: job_id.to_string(),
-            document_id,
-            batch_id,
-            stage: Stage::parse(&stage).unwrap_or(Stage::Queued),
-            progress: r.try_get("progress")?,
-            message: r.try_get::<Option<String>, _>("message")?.unwrap_or_default(),
-            details: r
-                .try_get::<Option<Json<serde_json::Value>>, _>("details")?
-                .map(|j| j.0)
-                .unwrap_or(serde_json::Value::Null),
-            error: r.try_get("error")?,
-            seq: r.try_get("seq")?,
-            attempt: r.try_get("attempt")?,
-            timestamp: r.try_get("timestamp")?,
-            document_name: name.clone(),
-        });
     }
-    Ok(Some(events))
+    let (jobs, seqs) = ([job_id.to_string()], [after]);
+    Ok(Some(history_many(pool, owner, &jobs, &seqs).try_collect().await?))
 }
 
 /// Every stored event after the given seq of each of these jobs (owned by

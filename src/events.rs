@@ -65,6 +65,19 @@ pub struct JobMeta {
     pub document_name: Option<String>,
 }
 
+impl JobMeta {
+    /// The job an attempt just started on.
+    pub fn of_attempt(job_id: &str, start: &db::JobStart) -> Self {
+        JobMeta {
+            job_id: job_id.to_string(),
+            user_id: start.user_id,
+            document_id: start.document_id,
+            batch_id: start.batch_id,
+            document_name: start.document_name.clone(),
+        }
+    }
+}
+
 /// An event before it has a number.
 #[derive(Debug, Clone)]
 pub struct NewEvent {

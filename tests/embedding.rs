@@ -60,14 +60,9 @@ async fn openvino_bf16_is_the_default_and_every_vector_records_it() {
     );
     assert!(!log.contains("OpenVINO is not available"), "{log}");
     let token = d.token(Uuid::new_v4());
-    let (document_id, job_id) = d
-        .upload_one(
-            &token,
-            "debian-manifesto.txt",
-            std::fs::read(corpus_file("debian-manifesto.txt")).unwrap(),
-        )
+    let (document_id, job_id, job) = d
+        .process_corpus_file(&token, "debian-manifesto.txt", Duration::from_secs(60))
         .await;
-    let job = d.wait_job(&token, &job_id, Duration::from_secs(60)).await;
     assert_eq!(job["stage"], "completed", "{job}");
     let (_, h) = d.get_json(&token, &format!("/api/v1/jobs/{job_id}/history")).await;
     let last = h["events"].as_array().unwrap().last().unwrap().clone();
@@ -79,14 +74,7 @@ async fn openvino_bf16_is_the_default_and_every_vector_records_it() {
         ["openvino-2026.4.1/bf16"]
     );
     // The metrics show the pool's forward passes.
-    let metrics = client()
-        .get(d.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.metrics_text().await;
     assert!(metrics.contains("embedding_forward_batch_size_count"), "{metrics}");
 }
 
@@ -108,14 +96,9 @@ async fn without_openvino_the_daemon_says_so_in_one_line_and_embeds_with_candle(
     assert!(lines[0].contains("candle-0.11/f32"), "{}", lines[0]);
 
     let token = d.token(Uuid::new_v4());
-    let (document_id, job_id) = d
-        .upload_one(
-            &token,
-            "debian-manifesto.txt",
-            std::fs::read(corpus_file("debian-manifesto.txt")).unwrap(),
-        )
+    let (document_id, _, job) = d
+        .process_corpus_file(&token, "debian-manifesto.txt", Duration::from_secs(120))
         .await;
-    let job = d.wait_job(&token, &job_id, Duration::from_secs(120)).await;
     assert_eq!(job["stage"], "completed", "{job}");
     let pool = d.db().await;
     assert_eq!(label_of_stored_vectors(&pool, &document_id).await, ["candle-0.11/f32"]);
@@ -248,16 +231,7 @@ fn vectors_stay_within_the_fidelity_bound_on_every_corpus_document() {
     assert_eq!(f32.engine(), "openvino-2026.4.1/f32");
     let s = settings("");
     let limits = extract::Limits::from_settings(&s.pipeline);
-    let mut files: Vec<_> = std::fs::read_dir(corpus())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let n = p.file_name().unwrap().to_string_lossy().to_string();
-            !n.ends_with(".raw.txt") && !n.ends_with(".ref.txt") && n != "README.md" && n != "manifest.tsv"
-        })
-        .collect();
-    files.sort();
+    let files = corpus_documents();
     let (mut all, mut documents) = (Vec::new(), 0);
     for f in &files {
         let name = f.file_name().unwrap().to_string_lossy().to_string();

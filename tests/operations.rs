@@ -13,20 +13,7 @@ use uuid::Uuid;
 const SERVICE: &str = "operations-service-token-operations-0001";
 
 async fn upload_batch(d: &Daemon, token: &str, files: &[(&str, Vec<u8>)]) -> Value {
-    let mut form = reqwest::multipart::Form::new();
-    for (name, bytes) in files {
-        form = form.part(
-            "file",
-            reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.to_string()),
-        );
-    }
-    let r = client()
-        .post(d.url("/api/v1/batches"))
-        .bearer_auth(token)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let r = d.upload_at("/api/v1/batches", token, files).await;
     assert_eq!(r.status(), 202);
     r.json().await.unwrap()
 }
@@ -56,19 +43,8 @@ async fn batch_progress_is_weighted_by_size_and_ends_once_with_the_failures_coun
     let batch_job = batch["job_id"].as_str().unwrap().to_string();
     let report = |job: &str, stage: &str, progress: f64, error: Option<&str>| {
         let body = json!({"job_id": job, "stage": stage, "progress": progress, "error": error});
-        let (c, url) = (client(), d.url("/api/v1/jobs/progress"));
-        async move {
-            assert_eq!(
-                c.post(url)
-                    .bearer_auth(SERVICE)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status(),
-                200
-            );
-        }
+        let d = &d;
+        async move { assert_eq!(d.external_progress(SERVICE, &body).await, 200) }
     };
     report(small, "extracting", 0.5, None).await;
     report(large, "completed", 1.0, None).await;
@@ -320,14 +296,7 @@ async fn analytics_agree_with_the_history_and_metrics_are_exposed() {
     let mut ws = d.ws(alice, &ta).await;
     ws.send_text(&json!({"type": "resume", "after": {}}).to_string()).await;
     let _ = ws.next_text(Duration::from_secs(2)).await;
-    let text = client()
-        .get(d.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = d.metrics_text().await;
     for family in [
         "document_processing_duration_seconds_bucket{stage=\"extracting\"",
         "document_processing_errors_total{",

@@ -25,34 +25,19 @@ fn read(name: &str) -> Vec<u8> {
 
 /// Pushes one progress event through the external workers' route.
 async fn external(d: &Daemon, job_id: &str, stage: &str, progress: f64, details: Value) -> u16 {
-    client()
-        .post(d.url("/api/v1/jobs/progress"))
-        .bearer_auth(SERVICE)
-        .json(&json!({ "job_id": job_id, "stage": stage, "progress": progress, "message": "external", "details": details }))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    let body =
+        json!({ "job_id": job_id, "stage": stage, "progress": progress, "message": "external", "details": details });
+    d.external_progress(SERVICE, &body).await
 }
 
 /// `n` tiny documents stored without being queued (their job rows exist;
 /// events can be pushed to them through the external route). Job ids.
 async fn stored_jobs(d: &Daemon, token: &str, n: usize) -> Vec<String> {
-    let mut form = reqwest::multipart::Form::new();
-    for i in 0..n {
-        form = form.part(
-            "file",
-            reqwest::multipart::Part::bytes(format!("note {i}").into_bytes()).file_name(format!("note-{i}.txt")),
-        );
-    }
-    let r = client()
-        .post(d.url("/api/v1/documents?enqueue=false"))
-        .bearer_auth(token)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let files: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|i| (format!("note-{i}.txt"), format!("note {i}").into_bytes()))
+        .collect();
+    let files: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    let r = d.upload_at("/api/v1/documents?enqueue=false", token, &files).await;
     assert_eq!(r.status(), 202);
     let v: Value = r.json().await.unwrap();
     let items = if v.is_array() {

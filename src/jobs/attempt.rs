@@ -27,16 +27,9 @@ pub async fn start(s: &Services, job_id: &str, document_id: Uuid) -> Result<Star
     if start.stage.is_terminal() {
         return Ok(Started::AlreadyEnded(db::get_job(&s.db, start.user_id, job_id).await?));
     }
-    let meta = JobMeta {
-        job_id: job_id.to_string(),
-        user_id: start.user_id,
-        document_id: start.document_id,
-        batch_id: start.batch_id,
-        document_name: start.document_name,
-    };
     Ok(Started::Run(Reporter::new(
         s.events.clone(),
-        meta,
+        JobMeta::of_attempt(job_id, &start),
         start.attempt,
         s.min_event_interval(),
     )))

@@ -110,13 +110,7 @@ pub async fn record_failure(services: &Services, job_id: &str, reason: &str) {
             } else {
                 start.stage
             };
-            let meta = JobMeta {
-                job_id: job_id.to_string(),
-                user_id: start.user_id,
-                document_id: start.document_id,
-                batch_id: start.batch_id,
-                document_name: start.document_name,
-            };
+            let meta = JobMeta::of_attempt(job_id, &start);
             let details = serde_json::json!({ "failed_stage": failed_in.as_str() });
             let ev = NewEvent::failed(start.attempt, failed_in, start.progress, reason, details);
             if let Err(e) = services.events.emit(&meta, ev, true).await {

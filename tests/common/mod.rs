@@ -56,6 +56,14 @@ pub fn corpus_file(name: &str) -> PathBuf {
     corpus().join(name)
 }
 
+#[path = "../support/corpus.rs"]
+mod corpus_files;
+
+/// Every corpus document, sorted.
+pub fn corpus_documents() -> Vec<PathBuf> {
+    corpus_files::documents(&corpus())
+}
+
 pub fn model_dir() -> PathBuf {
     std::env::var("DOCULEARN_MODEL_DIR")
         .map(PathBuf::from)
@@ -307,8 +315,13 @@ impl Daemon {
             .unwrap()
     }
 
-    /// Uploads files (multipart); returns the 202 body.
+    /// Uploads files (multipart) to `POST /api/v1/documents`.
     pub async fn upload(&self, token: &str, files: &[(&str, Vec<u8>)]) -> reqwest::Response {
+        self.upload_at("/api/v1/documents", token, files).await
+    }
+
+    /// Posts files (multipart) to `path` (documents with a query, batches).
+    pub async fn upload_at(&self, path: &str, token: &str, files: &[(&str, Vec<u8>)]) -> reqwest::Response {
         let mut form = reqwest::multipart::Form::new();
         for (name, bytes) in files {
             form = form.part(
@@ -317,7 +330,7 @@ impl Daemon {
             );
         }
         client()
-            .post(self.url("/api/v1/documents"))
+            .post(self.url(path))
             .bearer_auth(token)
             .multipart(form)
             .send()
@@ -334,6 +347,40 @@ impl Daemon {
             v["document_id"].as_str().unwrap().to_string(),
             v["job_id"].as_str().unwrap().to_string(),
         )
+    }
+
+    /// Uploads a corpus file and waits until its job ended: (document id, job id, job).
+    pub async fn process_corpus_file(&self, token: &str, name: &str, timeout: Duration) -> (String, String, Value) {
+        let (document_id, job_id) = self
+            .upload_one(token, name, std::fs::read(corpus_file(name)).unwrap())
+            .await;
+        let job = self.wait_job(token, &job_id, timeout).await;
+        (document_id, job_id, job)
+    }
+
+    /// `GET /metrics` as text.
+    pub async fn metrics_text(&self) -> String {
+        client()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// `POST /api/v1/jobs/progress` with the service token; the status.
+    pub async fn external_progress(&self, service_token: &str, body: &Value) -> u16 {
+        client()
+            .post(self.url("/api/v1/jobs/progress"))
+            .bearer_auth(service_token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
     }
 
     pub async fn get_json(&self, token: &str, path: &str) -> (u16, Value) {

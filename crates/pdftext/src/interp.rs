@@ -139,11 +139,15 @@ pub struct Interpreter<'a> {
     /// (the document is not modified while we read it).
     inline_fonts: HashMap<usize, Rc<Font>>,
     page_glyphs: usize,
+    /// Glyphs of this page whose font gives them no text (no mapping).
+    pub page_undecoded: usize,
     page_text_bytes: usize,
     page_forms: usize,
     page_ops: usize,
     /// Decompression bytes left for the whole document.
     pub budget: u64,
+    /// The most one stream may inflate to.
+    max_stream_bytes: u64,
     max_depth: usize,
     /// Glyphs left for the whole document (bounds output size).
     pub glyphs_left: usize,
@@ -165,12 +169,14 @@ fn num(o: &Object) -> f64 {
 }
 
 impl<'a> Interpreter<'a> {
-    pub fn new(doc: &'a Document, budget: u64, max_depth: usize, max_glyphs: usize) -> Self {
+    pub fn new(doc: &'a Document, budget: u64, max_stream_bytes: u64, max_depth: usize, max_glyphs: usize) -> Self {
         Interpreter {
             doc,
             fonts: HashMap::new(),
             inline_fonts: HashMap::new(),
             page_glyphs: 0,
+            page_undecoded: 0,
+            max_stream_bytes,
             page_text_bytes: 0,
             page_forms: 0,
             page_ops: 0,
@@ -219,17 +225,23 @@ impl<'a> Interpreter<'a> {
     }
 
     /// Starts a page: clears the placed glyphs and the per-page counters.
+    /// Glyphs shown on the current page so far.
+    pub fn page_glyphs(&self) -> usize {
+        self.page_glyphs
+    }
+
     pub fn start_page(&mut self) {
         self.placed.clear();
         self.page_glyphs = 0;
+        self.page_undecoded = 0;
         self.page_text_bytes = 0;
         self.page_forms = 0;
         self.page_ops = 0;
     }
 
-    /// Decodes a stream's content within the budget.
+    /// Decodes a stream's content within the budget (and the per-stream cap).
     pub fn stream_content(&mut self, stream: &lopdf::Stream) -> Result<Vec<u8>, PageError> {
-        let limit = self.budget.min(usize::MAX as u64) as usize;
+        let limit = self.budget.min(self.max_stream_bytes).min(usize::MAX as u64) as usize;
         match stream.get_plain_content_with_limit(limit) {
             Ok(data) => {
                 self.budget = self.budget.saturating_sub(data.len() as u64);
@@ -566,6 +578,9 @@ impl<'a> Interpreter<'a> {
             }
             self.glyphs_left -= 1;
             self.page_glyphs += 1;
+            if glyph.text.is_empty() {
+                self.page_undecoded += 1;
+            }
             self.page_text_bytes += glyph.text.len();
             if self.page_glyphs > PAGE_MAX_GLYPHS || self.page_text_bytes > PAGE_MAX_TEXT_BYTES {
                 return Err(PageError::Other(format!(

@@ -28,8 +28,12 @@ pub use f1::token_f1;
 /// Bounds on the work one document may cause.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Total bytes inflated from streams for one document.
+    /// Total bytes inflated from streams for one document (a bound on work).
     pub max_decompressed_bytes: u64,
+    /// The most any one stream may inflate to, and the most one page's
+    /// content may add up to (a bound on memory: real content streams, fonts
+    /// and object streams stay far below).
+    pub max_stream_bytes: u64,
     pub max_objects: usize,
     pub max_pages: usize,
     /// Nesting of Form XObjects followed (and of arrays/dictionaries accepted).
@@ -41,6 +45,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_decompressed_bytes: 256 << 20,
+            max_stream_bytes: 32 << 20,
             max_objects: 2_000_000,
             max_pages: 10_000,
             max_depth: 64,
@@ -49,10 +54,28 @@ impl Default for Limits {
     }
 }
 
+/// How much of a page's text could be decoded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageStats {
+    /// Glyphs the page shows.
+    pub glyphs: usize,
+    /// Of those, glyphs whose font gives them no text (no mapping at all).
+    pub undecoded: usize,
+}
+
+impl PageStats {
+    /// Text was lost on this page: at least 20 glyphs, and a tenth of them, had no text.
+    pub fn lost_text(&self) -> bool {
+        self.undecoded >= 20 && self.undecoded * 10 >= self.glyphs
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Extraction {
     /// Text of each page, in page order ("" for a page without text).
     pub pages: Vec<String>,
+    /// Per page, what was shown and what could not be decoded.
+    pub stats: Vec<PageStats>,
     /// (0-based page index, reason) for pages that failed or were cut short.
     pub page_errors: Vec<(usize, String)>,
     /// The file was encrypted (and opened with the empty user password).
@@ -74,6 +97,27 @@ pub enum PdfError {
         if *pages == 1 { "page" } else { "pages" }
     )]
     NoText { pages: usize },
+    #[error(
+        "the PDF's text cannot be decoded: its fonts give no characters for {percent}% of what it shows ({affected} of {pages} pages); it needs a copy with a text layer that maps to Unicode"
+    )]
+    Undecodable {
+        percent: usize,
+        affected: usize,
+        pages: usize,
+    },
+}
+
+/// Bytes in words: "512 MiB", "64 KiB", "900 bytes".
+pub fn human_bytes(n: u64) -> String {
+    if n >= 1 << 30 && n % (1 << 30) == 0 {
+        format!("{} GiB", n >> 30)
+    } else if n >= 1 << 20 {
+        format!("{} MiB", (n + (1 << 19)) >> 20)
+    } else if n >= 1 << 10 {
+        format!("{} KiB", (n + 512) >> 10)
+    } else {
+        format!("{n} bytes")
+    }
 }
 
 /// Nesting beyond which a file is refused before parsing (real files stay
@@ -236,7 +280,13 @@ pub fn extract(bytes: &[u8], limits: &Limits) -> Result<Extraction, PdfError> {
 
 fn extract_inner(bytes: &[u8], limits: &Limits) -> Result<Extraction, PdfError> {
     let options = LoadOptions {
-        max_decompressed_size: Some(limits.max_decompressed_bytes.min(usize::MAX as u64) as usize),
+        // Per stream (object and xref streams are inflated while loading).
+        max_decompressed_size: Some(
+            limits
+                .max_stream_bytes
+                .min(limits.max_decompressed_bytes)
+                .min(usize::MAX as u64) as usize,
+        ),
         ..LoadOptions::default()
     };
     let mut doc = Document::load_mem_with_options(bytes, options).map_err(|e| describe_load_error(&e))?;
@@ -255,10 +305,12 @@ fn extract_inner(bytes: &[u8], limits: &Limits) -> Result<Extraction, PdfError> 
     let mut interp = interp::Interpreter::new(
         &doc,
         limits.max_decompressed_bytes,
+        limits.max_stream_bytes,
         limits.max_depth,
         limits.max_output_chars,
     );
     let mut texts = Vec::with_capacity(pages.len());
+    let mut stats = Vec::with_capacity(pages.len());
     let mut page_errors = Vec::new();
     let mut total_chars = 0usize;
     for (index, page) in pages.iter().enumerate() {
@@ -269,7 +321,7 @@ fn extract_inner(bytes: &[u8], limits: &Limits) -> Result<Extraction, PdfError> 
             (None, Some(id)) => doc.get_dictionary(id).ok(),
             _ => None,
         };
-        let result = page_content(&doc, page.id, &mut interp).and_then(|content| {
+        let result = page_content(&doc, page.id, &mut interp, limits.max_stream_bytes).and_then(|content| {
             let mut visiting = vec![page.id];
             interp.run(&content, resources, interp::Matrix::IDENTITY, 0, &mut visiting)?;
             match doc.get_dictionary(page.id) {
@@ -282,8 +334,9 @@ fn extract_inner(bytes: &[u8], limits: &Limits) -> Result<Extraction, PdfError> 
             Ok(()) => {}
             Err(interp::PageError::Budget) => {
                 return Err(PdfError::LimitExceeded(format!(
-                    "its streams inflate to more than {} bytes",
-                    limits.max_decompressed_bytes
+                    "its streams inflate to more than {} (or one of them to more than {})",
+                    human_bytes(limits.max_decompressed_bytes),
+                    human_bytes(limits.max_stream_bytes)
                 )));
             }
             Err(interp::PageError::Glyphs) => {
@@ -300,6 +353,10 @@ fn extract_inner(bytes: &[u8], limits: &Limits) -> Result<Extraction, PdfError> 
                 "its content is damaged; the text before the damage was kept".into(),
             ));
         }
+        stats.push(PageStats {
+            glyphs: interp.page_glyphs(),
+            undecoded: interp.page_undecoded,
+        });
         total_chars += text.len();
         if total_chars > limits.max_output_chars.saturating_mul(4) {
             return Err(PdfError::LimitExceeded(format!(
@@ -308,6 +365,18 @@ fn extract_inner(bytes: &[u8], limits: &Limits) -> Result<Extraction, PdfError> 
             )));
         }
         texts.push(text);
+    }
+    // Text drawn with fonts that map it to nothing: a failure when that is
+    // nearly all of it (the rest would be junk), a warning per page otherwise.
+    let (glyphs, undecoded) = stats
+        .iter()
+        .fold((0usize, 0usize), |(g, u), s| (g + s.glyphs, u + s.undecoded));
+    if glyphs >= 50 && undecoded * 10 >= glyphs * 8 {
+        return Err(PdfError::Undecodable {
+            percent: undecoded * 100 / glyphs,
+            affected: stats.iter().filter(|s| s.lost_text()).count(),
+            pages: pages.len(),
+        });
     }
     if texts.iter().all(|t| t.trim().is_empty()) {
         if pages.is_empty() {
@@ -327,6 +396,7 @@ fn extract_inner(bytes: &[u8], limits: &Limits) -> Result<Extraction, PdfError> 
     }
     Ok(Extraction {
         pages: texts,
+        stats,
         page_errors,
         encrypted,
     })
@@ -337,6 +407,7 @@ fn page_content(
     doc: &Document,
     page: ObjectId,
     interp: &mut interp::Interpreter,
+    max_bytes: u64,
 ) -> Result<Vec<u8>, interp::PageError> {
     let dict = doc
         .get_dictionary(page)
@@ -366,6 +437,9 @@ fn page_content(
             // Bytes that decode to nothing: a filter failed (lopdf then yields nothing).
             Ok(data) if data.is_empty() && !stream.content.is_empty() => lost += 1,
             Ok(data) => {
+                if (out.len() + data.len()) as u64 > max_bytes {
+                    return Err(interp::PageError::Budget);
+                }
                 out.extend_from_slice(&data);
                 out.push(b'\n');
                 read += 1;

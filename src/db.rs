@@ -73,12 +73,14 @@ pub struct DocumentView {
     pub seq: i64,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// Text lost while reading the document, in sentences (empty: none).
+    pub warnings: Vec<String>,
 }
 
 const DOCUMENT_VIEW_SQL: &str =
     "SELECT d.id, d.name, d.content_type, d.detected_type, d.size_bytes, d.sha256, d.source_url, \
      d.batch_id, d.pages, d.chunk_count, d.created_at, j.job_id, j.stage, j.progress, j.message, j.error, \
-     j.failed_stage, j.attempt, j.seq, j.started_at, j.completed_at \
+     j.failed_stage, j.attempt, j.seq, j.started_at, j.completed_at, d.warnings \
      FROM documents d JOIN job_progress j ON j.document_id = d.id";
 
 fn document_view(row: &sqlx::postgres::PgRow) -> Result<DocumentView, sqlx::Error> {
@@ -104,6 +106,7 @@ fn document_view(row: &sqlx::postgres::PgRow) -> Result<DocumentView, sqlx::Erro
         seq: row.try_get("seq")?,
         started_at: row.try_get("started_at")?,
         completed_at: row.try_get("completed_at")?,
+        warnings: row.try_get("warnings")?,
     })
 }
 
@@ -266,11 +269,20 @@ pub async fn save_downloaded(
     Ok(())
 }
 
-pub async fn set_detected_type(pool: &PgPool, id: Uuid, detected: &str, pages: Option<i32>) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE documents SET detected_type = $2, pages = $3, updated_at = now() WHERE id = $1")
+/// What the extracting stage found: the real type, pages and the warnings
+/// about lost text (replacing those of an earlier attempt).
+pub async fn set_extraction(
+    pool: &PgPool,
+    id: Uuid,
+    detected: &str,
+    pages: Option<i32>,
+    warnings: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE documents SET detected_type = $2, pages = $3, warnings = $4, updated_at = now() WHERE id = $1")
         .bind(id)
         .bind(detected)
         .bind(pages)
+        .bind(warnings)
         .execute(pool)
         .await?;
     Ok(())
@@ -298,12 +310,15 @@ pub struct JobView {
     pub last_update: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
     pub document_name: Option<String>,
+    /// Text lost while reading the document, in sentences (empty: none).
+    pub warnings: Vec<String>,
 }
 
 pub async fn get_job(pool: &PgPool, owner: Uuid, job_id: &str) -> Result<Option<JobView>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT j.job_id, j.document_id, j.batch_id, j.stage, j.progress, j.message, j.details, j.error, \
-         j.failed_stage, j.attempt, j.seq, j.created_at, j.started_at, j.last_update, j.completed_at, d.name \
+         j.failed_stage, j.attempt, j.seq, j.created_at, j.started_at, j.last_update, j.completed_at, d.name, \
+         COALESCE(d.warnings, '{}') AS warnings \
          FROM job_progress j LEFT JOIN documents d ON d.id = j.document_id \
          WHERE j.job_id = $1 AND j.user_id = $2",
     )
@@ -329,6 +344,7 @@ pub async fn get_job(pool: &PgPool, owner: Uuid, job_id: &str) -> Result<Option<
             last_update: r.try_get("last_update")?,
             completed_at: r.try_get("completed_at")?,
             document_name: r.try_get("name")?,
+            warnings: r.try_get("warnings")?,
         })
     })
     .transpose()

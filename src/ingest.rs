@@ -39,8 +39,14 @@ struct Tracked {
 }
 
 enum Outcome {
-    Completed { secs: f64, chunks: Option<i64> },
-    Failed { reason: String },
+    Completed {
+        secs: f64,
+        chunks: Option<i64>,
+        warnings: Vec<String>,
+    },
+    Failed {
+        reason: String,
+    },
 }
 
 const BACKOFF_START: Duration = Duration::from_secs(1);
@@ -246,9 +252,12 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<bool> {
     let mut all_ok = true;
     for t in &tracked {
         match &t.outcome {
-            Some(Outcome::Completed { secs, chunks }) => {
+            Some(Outcome::Completed { secs, chunks, warnings }) => {
                 let chunks = chunks.map(|c| format!(" with {c} chunks")).unwrap_or_default();
                 println!("✓ {}: completed in {secs:.1} s{chunks}", t.name);
+                for w in warnings {
+                    println!("  ! warning: {w}");
+                }
             }
             Some(Outcome::Failed { reason }) => {
                 all_ok = false;
@@ -275,9 +284,17 @@ fn apply(t: &mut Tracked, ev: &Value, plain: bool) {
         Some("job_completed") => {
             let secs = t.started.elapsed().as_secs_f64();
             let chunks = ev["details"]["chunks"].as_i64();
+            let warnings: Vec<String> = ev["details"]["warnings"]
+                .as_array()
+                .map(|w| w.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+                .unwrap_or_default();
             plain_line(plain, &t.name, "completed", &message);
-            t.bar.finish_with_message("completed");
-            t.outcome = Some(Outcome::Completed { secs, chunks });
+            t.bar.finish_with_message(if warnings.is_empty() {
+                "completed"
+            } else {
+                "completed, with a warning"
+            });
+            t.outcome = Some(Outcome::Completed { secs, chunks, warnings });
         }
         Some("job_failed") => {
             let reason = ev["error"].as_str().unwrap_or(&message).to_string();
@@ -315,7 +332,8 @@ async fn poll(http: &reqwest::Client, server: &str, token: &str, tracked: &mut [
         let ev = json!({
             "type": kind, "seq": seq, "stage": job["stage"], "progress": job["progress"],
             "message": job["message"], "error": job["error"],
-            "details": { "failed_stage": job["failed_stage"], "chunks": job["details"]["chunks"] },
+            "details": { "failed_stage": job["failed_stage"], "chunks": job["details"]["chunks"],
+                         "warnings": job["warnings"] },
         });
         apply(t, &ev, plain);
     }

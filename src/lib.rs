@@ -41,3 +41,4 @@ pub mod recovery;
 pub mod services;
 pub mod startup;
 pub mod telemetry;
+pub mod units;

@@ -15,6 +15,8 @@
 //! | `embedding_forward_batch_size` | histogram | |
 //! | `embedding_queue_texts` | gauge | |
 //! | `index_backlog_rows` | gauge | |
+//! | `extraction_memory_reserved_mib` | gauge | |
+//! | `extraction_memory_waits_total` | counter | |
 //! | `progress_events_dropped_total` | counter | `at` (registry, session): dropped under overload, followed by a resync |
 //! | `websocket_connections` | gauge | |
 //! | `websocket_messages_sent_total` | counter | |
@@ -87,6 +89,14 @@ pub fn install() -> PrometheusHandle {
                 "index_backlog_rows",
                 "Stored chunks not yet in the ANN index (search scans them exactly)"
             );
+            describe_gauge!(
+                "extraction_memory_reserved_mib",
+                "Memory reserved by the extractions running now, of pipeline.extract_memory_budget_mb"
+            );
+            describe_counter!(
+                "extraction_memory_waits_total",
+                "Extractions that had to wait for their share of the memory budget"
+            );
             describe_counter!(
                 "progress_events_dropped_total",
                 "Progress events dropped because a consumer fell behind (its sockets were told to resync)"
@@ -148,6 +158,14 @@ pub fn events_dropped(at: &'static str) {
 
 pub fn index_backlog(rows: i64) {
     gauge!("index_backlog_rows").set(rows as f64);
+}
+
+pub fn extraction_memory(reserved_mib: u64) {
+    gauge!("extraction_memory_reserved_mib").set(reserved_mib as f64);
+}
+
+pub fn extraction_memory_waited() {
+    counter!("extraction_memory_waits_total").increment(1);
 }
 
 pub fn socket_opened() {

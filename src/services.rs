@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::domain::Stage;
 use crate::events::EventSink;
 use crate::pipeline::embed::Embedder;
+use crate::pipeline::extract::budget::MemoryBudget;
 use crate::pipeline::extract::{Limits, Sandbox};
 
 pub struct Services {
@@ -34,6 +35,8 @@ pub struct Services {
     /// `None`: extract in-process (tests of the stage itself, benchmarks).
     pub sandbox: Option<Sandbox>,
     pub limits: Limits,
+    /// Memory shared by the extractions this process runs at once.
+    pub extract_budget: MemoryBudget,
     pub faults: Faults,
     pub stats: Stats,
     /// Background work that must finish before the process exits (hand-backs,

@@ -21,6 +21,7 @@ use crate::events::{EventSink, Publisher};
 use crate::http::auth::AuthKeys;
 use crate::http::{self, AppState};
 use crate::pipeline::embed;
+use crate::pipeline::extract::budget::MemoryBudget;
 use crate::pipeline::extract::{Limits, Sandbox};
 use crate::services::{Faults, Services, Stats};
 
@@ -90,7 +91,6 @@ impl Application {
         let sandbox = if settings.pipeline.extract_in_subprocess {
             Some(Sandbox {
                 exe: std::env::current_exe().context("cannot find our own executable for the extraction worker")?,
-                memory_mb: settings.pipeline.extract_memory_mb,
                 timeout: Duration::from_secs(settings.pipeline.extract_timeout_secs),
             })
         } else {
@@ -104,6 +104,10 @@ impl Application {
                 Publisher::new(redis.clone(), settings.progress.channel.clone()),
             ),
             limits: Limits::from_settings(&settings.pipeline),
+            extract_budget: MemoryBudget::new(
+                settings.pipeline.extract_memory_budget_mb,
+                settings.pipeline.extract_memory_mb,
+            ),
             faults: Faults::from_settings(&settings),
             stats: Stats::default(),
             tasks: tokio_util::task::TaskTracker::new(),

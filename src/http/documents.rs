@@ -132,7 +132,8 @@ pub async fn read_files(mut multipart: Multipart, max_file: u64) -> Result<Vec<U
         while let Some(piece) = field.chunk().await.map_err(multipart_error)? {
             if bytes.len() as u64 + piece.len() as u64 > max_file {
                 return Err(ApiError::PayloadTooLarge(format!(
-                    "“{file_name}” is larger than the upload limit of {max_file} bytes"
+                    "“{file_name}” is larger than the upload limit of {}",
+                    crate::units::human_bytes(max_file)
                 )));
             }
             bytes.extend_from_slice(&piece);

@@ -42,6 +42,7 @@ mod tests {
             page_starts,
             encoding: None,
             page_errors: vec![],
+            warnings: vec![],
         }
     }
 

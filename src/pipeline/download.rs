@@ -152,8 +152,9 @@ pub async fn fetch_url(url: &str, cfg: &PipelineSettings) -> Result<Vec<u8>, Sta
         if let Some(len) = response.content_length() {
             if len > cfg.max_download_bytes {
                 return Err(StageError::permanent(format!(
-                    "the file is {len} bytes; the download limit is {} bytes",
-                    cfg.max_download_bytes
+                    "the file is {}; the download limit is {}",
+                    crate::units::human_bytes(len),
+                    crate::units::human_bytes(cfg.max_download_bytes)
                 )));
             }
         }
@@ -167,8 +168,8 @@ pub async fn fetch_url(url: &str, cfg: &PipelineSettings) -> Result<Vec<u8>, Sta
             let piece = piece.map_err(|_| StageError::transient(format!("the download from {host} broke off")))?;
             if body.len() as u64 + piece.len() as u64 > cfg.max_download_bytes {
                 return Err(StageError::permanent(format!(
-                    "the file is larger than the download limit of {} bytes",
-                    cfg.max_download_bytes
+                    "the file is larger than the download limit of {}",
+                    crate::units::human_bytes(cfg.max_download_bytes)
                 )));
             }
             body.extend_from_slice(&piece);

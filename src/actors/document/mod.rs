@@ -222,29 +222,28 @@ async fn run_step(state: &mut DocumentState) -> Result<Next, StageError> {
 }
 
 /// The job's return value as arq's client sees it: a plain dict.
-fn result_dict(document_id: Uuid, chunks: i64, pages: Option<i64>, s: &Services) -> PyValue {
+fn result_dict(document_id: Uuid, chunks: i64, pages: Option<i64>, warnings: &[String], s: &Services) -> PyValue {
     PyValue::Dict(vec![
         (PyValue::str("document_id"), PyValue::Str(document_id.to_string())),
         (PyValue::str("chunks"), PyValue::Int(chunks)),
         (PyValue::str("pages"), pages.map(PyValue::Int).unwrap_or(PyValue::None)),
         (PyValue::str("model"), PyValue::str(s.embedder.model())),
         (PyValue::str("engine"), PyValue::str(s.embedder.engine())),
+        (
+            PyValue::str("warnings"),
+            PyValue::List(warnings.iter().map(|w| PyValue::Str(w.clone())).collect()),
+        ),
     ])
 }
 
 fn success_result(document_id: Uuid, view: &db::JobView, s: &Services) -> PyValue {
-    let chunks = view
-        .details
-        .as_ref()
+    let details = view.details.as_ref();
+    let chunks = details
         .and_then(|d| d.get("chunks"))
         .and_then(|c| c.as_i64())
         .unwrap_or(0);
-    let pages = view
-        .details
-        .as_ref()
-        .and_then(|d| d.get("pages"))
-        .and_then(|p| p.as_i64());
-    result_dict(document_id, chunks, pages, s)
+    let pages = details.and_then(|d| d.get("pages")).and_then(|p| p.as_i64());
+    result_dict(document_id, chunks, pages, &view.warnings, s)
 }
 
 fn human_bytes(n: usize) -> String {

@@ -126,10 +126,22 @@ pub async fn extract(state: &mut DocumentState) -> Result<Next, StageError> {
     .await?;
     let bytes = state.bytes.take().expect("download ran");
     let sha = hex::encode(Sha256::digest(&bytes));
+    let job_id = state.args.claimed.job_id.clone();
+    let events = state.reporter.as_mut().expect("begin created the reporter");
     let run = async {
+        // Only a fresh extraction (not a cached one) needs memory.
+        let share = reserve_memory(&s, events, &job_id, bytes.len()).await?;
         match &s.sandbox {
             Some(sandbox) => {
-                extract::extract_sandboxed(sandbox, &bytes, &source.name, &source.content_type, &s.limits).await
+                extract::extract_sandboxed(
+                    sandbox,
+                    share.mib,
+                    &bytes,
+                    &source.name,
+                    &source.content_type,
+                    &s.limits,
+                )
+                .await
             }
             None => {
                 let limits = s.limits.clone();
@@ -146,30 +158,91 @@ pub async fn extract(state: &mut DocumentState) -> Result<Next, StageError> {
     };
     let (extracted, from_cache) = cache::extraction(&s, &sha, run).await?;
     state.sha256 = Some(sha);
-    db::set_detected_type(&s.db, source.id, &extracted.kind, extracted.pages.map(|p| p as i32)).await?;
+    db::set_extraction(
+        &s.db,
+        source.id,
+        &extracted.kind,
+        extracted.pages.map(|p| p as i32),
+        &extracted.warnings,
+    )
+    .await?;
     let chars = extracted.text.chars().count();
     let reused = if from_cache {
         " (reused from an earlier run of the same file)"
     } else {
         ""
     };
-    let message = match extracted.pages {
+    let mut message = match extracted.pages {
         Some(p) => format!("Extracted {chars} characters from {p} pages{reused}"),
         None => format!("Extracted {chars} characters{reused}"),
     };
+    for w in &extracted.warnings {
+        message.push_str("; ");
+        message.push_str(w);
+    }
     let mut details = json!({ "characters": chars, "kind": extracted.kind, "cached": from_cache });
     if let Some(p) = extracted.pages {
         details["pages"] = json!(p);
     }
+    if let Some(enc) = &extracted.encoding {
+        details["encoding"] = json!(enc);
+    }
     if !extracted.page_errors.is_empty() {
         details["unreadable_pages"] = json!(extracted.page_errors.len());
         tracing::warn!(job_id = %state.args.claimed.job_id, pages = ?extracted.page_errors, "some pages could not be read");
+    }
+    if !extracted.warnings.is_empty() {
+        details["warnings"] = json!(extracted.warnings);
+        tracing::warn!(job_id = %state.args.claimed.job_id, warnings = ?extracted.warnings, "text was lost in extraction");
     }
     reporter(state)
         .progress(Stage::Extracting, 0.30, message, details)
         .await?;
     state.extracted = Some(extracted);
     Ok(Next::Go(Step::Chunk))
+}
+
+/// How often a job waiting for extraction memory says it still waits (well
+/// inside the extracting stage's stall budget).
+const MEMORY_WAIT_REPORT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// This extraction's share of the memory budget, waiting for it (and saying
+/// so on the job) while other documents are being read.
+async fn reserve_memory(
+    s: &crate::services::Services,
+    reporter: &mut Reporter,
+    job_id: &str,
+    file_bytes: usize,
+) -> Result<extract::budget::Reservation, StageError> {
+    let budget = &s.extract_budget;
+    let need = budget.need_mib(file_bytes);
+    if let Some(share) = budget.try_reserve(need) {
+        return Ok(share);
+    }
+    crate::metrics::extraction_memory_waited();
+    tracing::info!(
+        job_id,
+        need_mib = need,
+        reserved_mib = budget.reserved_mib(),
+        total_mib = budget.total_mib(),
+        "waiting for extraction memory"
+    );
+    let wait = budget.reserve(need);
+    tokio::pin!(wait);
+    loop {
+        let message = format!(
+            "Waiting for memory to read the file: other documents are being read ({} of {} MiB in use, this one needs {need} MiB)",
+            budget.reserved_mib(),
+            budget.total_mib()
+        );
+        let details = json!({ "waiting": true, "memory_mib": need });
+        let progress = reporter.last_progress();
+        reporter.progress(Stage::Extracting, progress, message, details).await?;
+        tokio::select! {
+            share = &mut wait => return Ok(share),
+            _ = tokio::time::sleep(MEMORY_WAIT_REPORT) => {}
+        }
+    }
 }
 
 pub async fn chunk(state: &mut DocumentState) -> Result<Next, StageError> {
@@ -302,14 +375,20 @@ pub async fn complete(state: &mut DocumentState) -> Result<Next, StageError> {
     let n = state.chunks.len();
     let pages = state.extracted.as_ref().and_then(|e| e.pages);
     let elapsed_ms = now_ms() - state.start_ms;
-    let details = json!({ "chunks": n, "pages": pages, "elapsed_ms": elapsed_ms,
+    let warnings = state.extracted.as_ref().map(|e| e.warnings.clone()).unwrap_or_default();
+    let mut details = json!({ "chunks": n, "pages": pages, "elapsed_ms": elapsed_ms,
                           "model": s.embedder.model(), "engine": s.embedder.engine() });
-    reporter(state)
-        .completed("Document processing completed successfully", details)
-        .await?;
+    let message = if warnings.is_empty() {
+        "Document processing completed successfully".to_string()
+    } else {
+        details["warnings"] = json!(warnings);
+        let what = if warnings.len() == 1 { "a warning" } else { "warnings" };
+        format!("Document processing completed with {what}: {}", warnings.join("; "))
+    };
+    reporter(state).completed(message, details).await?;
     let document_id: Uuid = state.source.as_ref().expect("begin ran").id;
     tracing::info!(job_id = %state.args.claimed.job_id, document_id = %document_id, chunks = n, elapsed_ms, "job completed");
-    let r = result_dict(document_id, n as i64, pages.map(i64::from), &s);
+    let r = result_dict(document_id, n as i64, pages.map(i64::from), &warnings, &s);
     jobs::arq_finish(&s, &state.args.claimed, state.job.as_ref(), state.start_ms, true, r).await;
     Ok(Next::Done)
 }

@@ -176,6 +176,7 @@ function jobFromDocument(d) {
     message: d.message || "",
     error: d.error,
     failed_stage: d.failed_stage,
+    warnings: d.warnings || [],
     chunks: d.chunk_count,
     startedAt: Date.parse(d.started_at || d.created_at),
     endedAt: d.completed_at ? Date.parse(d.completed_at) : null,
@@ -243,6 +244,7 @@ function buildCard(job) {
     ...STAGES.map((s) => el("li", { "data-stage": s, text: s })));
   const message = el("p", { class: "message" });
   const reason = el("p", { class: "reason", role: "alert" });
+  const warning = el("p", { class: "warning", role: "status" });
   const times = el("p", { class: "times" });
   const retry = el("button", { type: "button", class: "secondary", "data-action": "retry" }, "Retry");
   const cancel = el("button", { type: "button", class: "danger", "data-action": "cancel" }, "Cancel");
@@ -251,9 +253,9 @@ function buildCard(job) {
   const card = el("article", { class: "card", "data-job": job.job_id, "aria-label": job.name },
     el("header", {}, title, badge),
     el("div", { class: "bar" }, track, percent),
-    message, stages, times, reason,
+    message, stages, times, warning, reason,
     el("div", { class: "actions" }, retry, cancel));
-  job.card = { card, badge, fill, track, percent, stages, message, reason, times, retry, cancel };
+  job.card = { card, badge, fill, track, percent, stages, message, reason, warning, times, retry, cancel };
   return card;
 }
 
@@ -281,6 +283,12 @@ function render(job) {
   }
   c.reason.textContent = job.stage !== "failed" ? ""
     : job.error === "cancelled" ? "Cancelled at your request." : job.error || "failed";
+  // Text lost while reading (undecodable pages, unreadable pages): said on
+  // the card for as long as the document is shown, not only in the message.
+  const warnings = job.warnings || [];
+  c.warning.textContent = warnings.length ? `Warning: ${warnings.join("; ")}` : "";
+  c.warning.hidden = warnings.length === 0;
+  c.card.classList.toggle("warned", warnings.length > 0);
   c.retry.hidden = job.stage !== "failed";
   c.cancel.hidden = job.stage === "failed" || job.stage === "completed";
   renderTimes(job);
@@ -397,7 +405,9 @@ function applyEvent(ev) {
     // A retry: a new run starts the clock again.
     job.startedAt = ts;
     job.endedAt = null;
+    job.warnings = [];
   }
+  if (Array.isArray(ev.details?.warnings)) job.warnings = ev.details.warnings;
   job.stage = ev.stage;
   job.progress = ev.progress;
   job.message = ev.message || "";
@@ -405,7 +415,9 @@ function applyEvent(ev) {
     job.endedAt = ts;
     job.error = null;
     job.chunks = ev.details?.chunks ?? job.chunks;
-    toast("ok", `${job.name} is ready${job.chunks != null ? ` (${job.chunks} chunks)` : ""}`);
+    const warned = (job.warnings || []).length > 0;
+    toast(warned ? "info" : "ok",
+      `${job.name} is ready${job.chunks != null ? ` (${job.chunks} chunks)` : ""}${warned ? `, but ${job.warnings.join("; ")}` : ""}`);
     refreshAnalytics();
   } else if (ev.type === "job_failed") {
     job.endedAt = ts;

@@ -6,7 +6,9 @@
 //! limit, so a parser crash (stack overflow, allocation abort) only fails
 //! that job.
 
+pub mod budget;
 mod pdf;
+pub mod plausible;
 pub mod sniff;
 pub mod text;
 
@@ -23,7 +25,7 @@ pub use sniff::Kind;
 
 /// Names the extraction code in the stage cache: bump the revision when the
 /// text extraction changes, so older cached text is not reused.
-pub const EXTRACTOR: &str = concat!("doculearn-", env!("CARGO_PKG_VERSION"), "-r1");
+pub const EXTRACTOR: &str = concat!("doculearn-", env!("CARGO_PKG_VERSION"), "-r2");
 
 /// Text of a document, ready for chunking.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -39,6 +41,11 @@ pub struct Extracted {
     pub encoding: Option<String>,
     /// Pages that could not be read (the rest of the document still counts).
     pub page_errors: Vec<String>,
+    /// What the user should know about text that was lost or guessed, in
+    /// sentences ("14 of 153 pages had text that could not be decoded").
+    /// Shown on the job's events, its document and the UI card.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 impl Extracted {
@@ -57,6 +64,8 @@ impl Extracted {
 pub struct Limits {
     pub max_pages: usize,
     pub max_decompressed_bytes: u64,
+    /// The most one stream (and one page's content) may inflate to.
+    pub max_stream_bytes: u64,
     pub max_objects: usize,
     pub max_depth: usize,
     pub max_chars: usize,
@@ -67,6 +76,7 @@ impl Limits {
         Limits {
             max_pages: p.max_pdf_pages,
             max_decompressed_bytes: p.max_decompressed_mb * 1024 * 1024,
+            max_stream_bytes: p.max_stream_mb * 1024 * 1024,
             max_objects: p.max_pdf_objects,
             max_depth: p.max_nesting_depth,
             max_chars: p.max_text_chars,
@@ -86,6 +96,11 @@ pub fn extract_bytes(bytes: &[u8], name: &str, declared_type: &str, limits: &Lim
         Kind::Html => text::html(bytes, limits)?,
         Kind::Markdown => text::markdown(bytes, limits)?,
         Kind::Text => text::plain(bytes, limits)?,
+        Kind::NotPdf(what) => {
+            return Err(format!(
+                "“{name}” is not a PDF: it has no PDF header (%PDF-) and looks like {what}; doculearn reads PDF, plain text, Markdown and HTML"
+            ));
+        }
         Kind::Unsupported(what) => {
             let claimed = sniff::claimed_kind(name, declared_type);
             return Err(match claimed {
@@ -111,12 +126,12 @@ pub fn extract_bytes(bytes: &[u8], name: &str, declared_type: &str, limits: &Lim
     Ok(extracted)
 }
 
-/// Where and how to run the extraction child.
+/// Where and how to run the extraction child (its memory limit is the share
+/// of [`budget::MemoryBudget`] each extraction reserves).
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     /// Our own binary (the child runs `extract-worker`).
     pub exe: PathBuf,
-    pub memory_mb: u64,
     pub timeout: Duration,
 }
 
@@ -128,10 +143,12 @@ pub enum WorkerReply {
     Error(String),
 }
 
-/// Runs [`extract_bytes`] in a child process with an address-space limit of
-/// `memory_mb`, a CPU-time limit and a wall-clock timeout.
+/// Runs [`extract_bytes`] in a child process with a memory limit of
+/// `memory_mb` (reserved from the budget by the caller), a CPU-time limit
+/// and a wall-clock timeout.
 pub async fn extract_sandboxed(
     sandbox: &Sandbox,
+    memory_mb: u64,
     bytes: &[u8],
     name: &str,
     declared_type: &str,
@@ -148,7 +165,7 @@ pub async fn extract_sandboxed(
         .arg("--limits")
         .arg(&limits_json)
         .arg("--memory-mb")
-        .arg(sandbox.memory_mb.to_string())
+        .arg(memory_mb.to_string())
         .arg("--cpu-secs")
         .arg(cpu_secs.to_string())
         .stdin(Stdio::piped())
@@ -218,6 +235,10 @@ fn describe_crash(status: &std::process::ExitStatus) -> String {
     }
 }
 
+/// Address space the extraction child may map beyond its data limit: the
+/// executable, shared libraries and the stack.
+const ADDRESS_SPACE_HEADROOM: u64 = 512 << 20;
+
 /// Body of `doculearn extract-worker`: sets its own limits, reads the file
 /// from stdin and answers one [`WorkerReply`] on stdout.
 pub fn worker_main(
@@ -230,8 +251,12 @@ pub fn worker_main(
     use std::io::{Read, Write};
     let bytes_limit = memory_mb.saturating_mul(1024 * 1024);
     // Set before reading any input: from here on a runaway allocation fails
-    // inside this process only.
-    let _ = rlimit::setrlimit(rlimit::Resource::AS, bytes_limit, bytes_limit);
+    // inside this process only. The data limit (heap and private mappings)
+    // is what the budget reserved; the address-space limit above it leaves
+    // room for the executable's own mappings only.
+    let _ = rlimit::setrlimit(rlimit::Resource::DATA, bytes_limit, bytes_limit);
+    let space = bytes_limit.saturating_add(ADDRESS_SPACE_HEADROOM);
+    let _ = rlimit::setrlimit(rlimit::Resource::AS, space, space);
     let _ = rlimit::setrlimit(rlimit::Resource::CPU, cpu_secs, cpu_secs + 1);
     let _ = rlimit::setrlimit(rlimit::Resource::CORE, 0, 0);
     let limits: Limits = serde_json::from_str(limits_json).map_err(std::io::Error::other)?;
@@ -260,6 +285,7 @@ mod tests {
             page_starts: vec![0, 6],
             encoding: None,
             page_errors: vec![],
+            warnings: vec![],
         };
         assert_eq!(ex.page_at(0), Some(1));
         assert_eq!(ex.page_at(5), Some(1));

@@ -10,6 +10,8 @@ pub enum Kind {
     Text,
     /// A format we do not read, described for the user ("a PNG image").
     Unsupported(&'static str),
+    /// Named or declared a PDF, but without a PDF header: what it looks like.
+    NotPdf(&'static str),
 }
 
 impl Kind {
@@ -19,7 +21,7 @@ impl Kind {
             Kind::Html => "text/html",
             Kind::Markdown => "text/markdown",
             Kind::Text => "text/plain",
-            Kind::Unsupported(_) => "application/octet-stream",
+            Kind::Unsupported(_) | Kind::NotPdf(_) => "application/octet-stream",
         }
     }
 }
@@ -106,6 +108,9 @@ fn looks_binary(b: &[u8]) -> bool {
     if sample.starts_with(b"\xff\xfe") || sample.starts_with(b"\xfe\xff") {
         return false;
     }
+    if super::text::utf16_without_bom(b).is_some() {
+        return false;
+    }
     let nuls = sample.iter().filter(|&&c| c == 0).count();
     let controls = sample
         .iter()
@@ -124,6 +129,19 @@ pub fn sniff(bytes: &[u8], name: &str, declared_type: &str) -> Kind {
     }
     if let Some(what) = binary_signature(bytes) {
         return Kind::Unsupported(what);
+    }
+    // Whatever else it is, a file said to be a PDF that is not one is not
+    // read as text (64 KiB of 0xFF bytes named scan.pdf is no document).
+    if claimed_kind(name, declared_type) == Some("a PDF") {
+        let head = &bytes[..bytes.len().min(64 << 10)];
+        let text = super::text::read_text(head, None);
+        return Kind::NotPdf(
+            if looks_binary(bytes) || super::plausible::implausible(&text.text, text.guessed).is_some() {
+                "binary data of an unknown kind"
+            } else {
+                "text"
+            },
+        );
     }
     if looks_binary(bytes) {
         return Kind::Unsupported("a binary file of an unknown kind");
@@ -158,6 +176,24 @@ mod tests {
             Kind::Unsupported("a binary file of an unknown kind")
         );
         assert_eq!(sniff(b"\xff\xfeh\x00i\x00", "u16.txt", ""), Kind::Text);
+        let utf16: Vec<u8> = "UTF-16 without a byte-order mark, as Windows tools write it.\r\n"
+            .encode_utf16()
+            .flat_map(|u| u.to_le_bytes())
+            .collect();
+        assert_eq!(sniff(&utf16, "notes.txt", ""), Kind::Text);
+    }
+
+    #[test]
+    fn a_file_called_pdf_must_be_one() {
+        assert_eq!(
+            sniff(&vec![0xFF; 65_536], "scan.pdf", "application/octet-stream"),
+            Kind::NotPdf("binary data of an unknown kind")
+        );
+        assert_eq!(
+            sniff(b"just some words", "notes", "application/pdf"),
+            Kind::NotPdf("text")
+        );
+        assert_eq!(sniff(b"%PDF-1.7\n", "notes", "application/pdf"), Kind::Pdf);
     }
 
     #[test]

@@ -6,35 +6,106 @@ use encoding_rs::Encoding;
 
 use super::{Extracted, Limits};
 
-/// Bytes to text: BOM, then (for HTML) a declared charset, then UTF-8, then
-/// chardetng's guess. Malformed sequences become U+FFFD.
-pub fn decode(bytes: &[u8], declared_charset: Option<&str>) -> (String, &'static str) {
+/// Text decoded from bytes, and how its encoding was found.
+#[derive(Debug)]
+pub struct Decoded {
+    pub text: String,
+    pub encoding: &'static str,
+    /// The encoding is a detector's guess (no BOM, no declared charset, not
+    /// valid UTF-8, no UTF-16 pattern): the text must also look like words.
+    pub guessed: bool,
+}
+
+/// Bytes to text: BOM, then (for HTML) a declared charset, then UTF-16
+/// without a BOM (its zero high bytes show), then UTF-8, then chardetng's
+/// guess. Malformed sequences become U+FFFD.
+pub fn read_text(bytes: &[u8], declared_charset: Option<&str>) -> Decoded {
+    let known = |text: std::borrow::Cow<'_, str>, enc: &'static Encoding| Decoded {
+        text: text.into_owned(),
+        encoding: enc.name(),
+        guessed: false,
+    };
     if let Some((enc, bom_len)) = Encoding::for_bom(bytes) {
-        let (text, _) = enc.decode_without_bom_handling(&bytes[bom_len..]);
-        return (text.into_owned(), enc.name());
+        return known(enc.decode_without_bom_handling(&bytes[bom_len..]).0, enc);
     }
     if let Some(enc) = declared_charset.and_then(|c| Encoding::for_label(c.trim().as_bytes())) {
         // A page that says UTF-16 in a meta tag but has no BOM is really ASCII-compatible.
         if enc != encoding_rs::UTF_16LE && enc != encoding_rs::UTF_16BE {
-            let (text, _, _) = enc.decode(bytes);
-            return (text.into_owned(), enc.name());
+            return known(enc.decode(bytes).0, enc);
         }
     }
+    if let Some(enc) = utf16_without_bom(bytes) {
+        return known(enc.decode_without_bom_handling(bytes).0, enc);
+    }
     if let Ok(s) = std::str::from_utf8(bytes) {
-        return (s.to_string(), "UTF-8");
+        return Decoded {
+            text: s.to_string(),
+            encoding: "UTF-8",
+            guessed: false,
+        };
     }
     let mut detector = chardetng::EncodingDetector::new(chardetng::Iso2022JpDetection::Allow);
     detector.feed(bytes, true);
     let enc = detector.guess(None, chardetng::Utf8Detection::Allow);
-    let (text, _, _) = enc.decode(bytes);
-    (text.into_owned(), enc.name())
+    Decoded {
+        guessed: true,
+        ..known(enc.decode(bytes).0, enc)
+    }
 }
 
-fn text_result(text: String, kind: &str, encoding: &str, limits: &Limits) -> Result<Extracted, String> {
+/// [`read_text`] as (text, encoding name).
+pub fn decode(bytes: &[u8], declared_charset: Option<&str>) -> (String, &'static str) {
+    let d = read_text(bytes, declared_charset);
+    (d.text, d.encoding)
+}
+
+/// UTF-16 written without a byte-order mark: characters of the ASCII range
+/// (spaces, line breaks, digits, Latin letters) put a zero in their high
+/// byte, so zeros gather at odd offsets (little-endian) or even ones (big),
+/// and the bytes decode without a lone surrogate.
+pub fn utf16_without_bom(bytes: &[u8]) -> Option<&'static Encoding> {
+    let sample = &bytes[..bytes.len().min(8192) & !1];
+    if sample.len() < 16 {
+        return None;
+    }
+    let (mut even, mut odd) = (0usize, 0usize);
+    for (i, &b) in sample.iter().enumerate() {
+        if b == 0 {
+            if i % 2 == 0 {
+                even += 1;
+            } else {
+                odd += 1;
+            }
+        }
+    }
+    let (enc, zeros, stray) = if odd >= even {
+        (encoding_rs::UTF_16LE, odd, even)
+    } else {
+        (encoding_rs::UTF_16BE, even, odd)
+    };
+    let units = sample.len() / 2;
+    // At least one character in twenty from the ASCII range, and (nearly)
+    // no zero in the other byte of a pair (U+0000 is not in text).
+    if zeros * 20 < units || stray * 100 > zeros {
+        return None;
+    }
+    let (text, _) = enc.decode_without_bom_handling(sample);
+    // A sample cut inside a surrogate pair may end in one U+FFFD.
+    let bad = text.chars().filter(|&c| c == '\u{fffd}').count();
+    (bad <= 1).then_some(enc)
+}
+
+fn text_result(decoded: Decoded, text: String, kind: &str, limits: &Limits) -> Result<Extracted, String> {
     if text.len() > limits.max_chars.saturating_mul(4) {
         return Err(format!(
             "the document's text is longer than the limit of {} characters",
             limits.max_chars
+        ));
+    }
+    if let Some(why) = super::plausible::implausible(&text, decoded.guessed) {
+        return Err(format!(
+            "the file is not text: {why} (read as {}); doculearn reads PDF, plain text, Markdown and HTML",
+            decoded.encoding
         ));
     }
     Ok(Extracted {
@@ -42,25 +113,29 @@ fn text_result(text: String, kind: &str, encoding: &str, limits: &Limits) -> Res
         kind: kind.into(),
         pages: None,
         page_starts: Vec::new(),
-        encoding: Some(encoding.into()),
+        encoding: Some(decoded.encoding.into()),
         page_errors: Vec::new(),
+        warnings: Vec::new(),
     })
 }
 
 pub fn plain(bytes: &[u8], limits: &Limits) -> Result<Extracted, String> {
-    let (text, enc) = decode(bytes, None);
-    text_result(text, "text", enc, limits)
+    let mut decoded = read_text(bytes, None);
+    let text = std::mem::take(&mut decoded.text);
+    text_result(decoded, text, "text", limits)
 }
 
 pub fn markdown(bytes: &[u8], limits: &Limits) -> Result<Extracted, String> {
-    let (source, enc) = decode(bytes, None);
-    text_result(markdown_to_text(&source), "markdown", enc, limits)
+    let mut decoded = read_text(bytes, None);
+    let text = markdown_to_text(&std::mem::take(&mut decoded.text));
+    text_result(decoded, text, "markdown", limits)
 }
 
 pub fn html(bytes: &[u8], limits: &Limits) -> Result<Extracted, String> {
     let charset = meta_charset(bytes);
-    let (source, enc) = decode(bytes, charset.as_deref());
-    text_result(html_to_text(&source), "html", enc, limits)
+    let mut decoded = read_text(bytes, charset.as_deref());
+    let text = html_to_text(&std::mem::take(&mut decoded.text));
+    text_result(decoded, text, "html", limits)
 }
 
 /// `<meta charset=…>` or `<meta http-equiv content="…; charset=…">` in the first 4 KiB.
@@ -279,6 +354,22 @@ mod tests {
     }
 
     #[test]
+    fn utf16_without_a_bom_is_recognised_in_either_byte_order() {
+        let source = "Отчёт за 2024 год\r\nРаздел 1. Введение: the results are in.\r\n".repeat(3);
+        let le: Vec<u8> = source.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+        let be: Vec<u8> = source.encode_utf16().flat_map(|u| u.to_be_bytes()).collect();
+        assert_eq!(decode(&le, None), (source.clone(), "UTF-16LE"));
+        assert_eq!(decode(&be, None), (source.clone(), "UTF-16BE"));
+        // Binary data with zeros everywhere is not taken for UTF-16.
+        let words: Vec<u8> = (0u32..4000)
+            .flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes())
+            .collect();
+        assert_eq!(utf16_without_bom(&words), None);
+        // Nor is ASCII text (no zeros at all).
+        assert_eq!(utf16_without_bom(source.as_bytes()), None);
+    }
+
+    #[test]
     fn invalid_utf8_does_not_crash() {
         let (text, _) = decode(&[0x66, 0x6f, 0xff, 0xfe, 0xc3, 0x28, 0x6f], None);
         assert!(text.starts_with("fo"));
@@ -308,6 +399,7 @@ mod tests {
             Limits {
                 max_pages: 100,
                 max_decompressed_bytes: 1 << 26,
+                max_stream_bytes: 1 << 24,
                 max_objects: 100_000,
                 max_depth: 32,
                 max_chars: 10_000_000,

@@ -6,6 +6,8 @@
 //! Screenshots of each state land in `target/ui-screenshots/`.
 
 mod common;
+#[path = "../crates/pdftext/tests/support/mod.rs"]
+mod pdf_support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -43,6 +45,20 @@ async fn browser_ui_end_to_end() {
     let shots = root.join("target/ui-screenshots");
     let _ = std::fs::remove_dir_all(&shots);
 
+    // A PDF whose second page's font maps to no text: its card must warn.
+    let warn_pdf = Path::new(env!("CARGO_TARGET_TMPDIR")).join("private-font.pdf");
+    std::fs::write(
+        &warn_pdf,
+        pdf_support::document(
+            &[
+                pdf_support::text_page("F1", "Readable words on a page in a standard font", 20),
+                pdf_support::text_page("F2", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", 20),
+                pdf_support::text_page("F1", "More readable words on the last page", 20),
+            ],
+            &[pdf_support::HELVETICA.to_vec(), pdf_support::undecodable_font()],
+        ),
+    )
+    .unwrap();
     let mut node = Command::new("node")
         .arg("ui.test.mjs")
         .current_dir(&ui_dir)
@@ -50,6 +66,7 @@ async fn browser_ui_end_to_end() {
         .env("TOKEN", daemon.token(user))
         .env("CORPUS", corpus())
         .env("SCREENSHOTS", &shots)
+        .env("WARN_PDF", &warn_pdf)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -216,7 +216,12 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_doculearn"));
+        // DOCULEARN_TEST_EXE runs the daemon tests against another build
+        // (to measure a figure before a change); normally this build's binary.
+        let exe = std::env::var_os("DOCULEARN_TEST_EXE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_doculearn")));
+        let mut cmd = Command::new(exe);
         cmd.arg("serve")
             .args(&self.opts.args)
             .env_remove("RUST_LOG")

@@ -210,6 +210,21 @@ test("a broken PDF fails with a reason in words and offers Retry", { timeout: 12
   assert.equal((await c.locator(".reason").textContent()).trim(), reason);
 });
 
+test("a PDF with a page whose text cannot be decoded completes with a warning on its card", { timeout: 60_000 }, async () => {
+  const name = "private-font.pdf";
+  await uploadFiles(process.env.WARN_PDF);
+  const c = card(name);
+  await c.locator(".badge", { hasText: "completed" }).waitFor({ timeout: 45_000 });
+  const warning = c.locator(".warning");
+  await warning.waitFor();
+  assert.match(await warning.textContent(), /1 of 3 pages had text that could not be decoded \(page 2\)/);
+  assert.equal(await warning.getAttribute("role"), "status");
+  await page.locator(".toast", { hasText: `${name} is ready` }).filter({ hasText: "could not be decoded" }).waitFor();
+  // A clean document's card has none.
+  assert.equal(await card("jacow-latex-a4.pdf").locator(".warning").isVisible(), false);
+  await shot("07b-warning");
+});
+
 test("search finds the PDF's chunk and names the document", { timeout: 60_000 }, async () => {
   await page.fill("#search-input", "margin specifications for A4 paper");
   await page.press("#search-input", "Enter");
@@ -263,6 +278,8 @@ test("the list survives a reload, and the page works at phone width with the key
   assert.equal(await page.locator("article.card:not(.batch)").count(), before);
   assert.equal(await progressOf("jacow-latex-a4.pdf"), 100);
   assert.match(await card("broken-report.pdf").locator(".reason").textContent(), /PDF/i);
+  // The warning comes back from the document list, not only from the event.
+  assert.match(await card("private-font.pdf").locator(".warning").textContent(), /could not be decoded/);
 
   await page.setViewportSize({ width: 375, height: 812 });
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);

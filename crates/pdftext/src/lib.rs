@@ -166,14 +166,24 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-fn describe_load_error(e: &lopdf::Error) -> PdfError {
+fn describe_load_error(e: &lopdf::Error, max_stream_bytes: u64) -> PdfError {
     let text = e.to_string();
     let lower = text.to_lowercase();
     if lower.contains("password") || lower.contains("decrypt") || lower.contains("encrypt") {
         return PdfError::PasswordRequired;
     }
     if lower.contains("limit") && lower.contains("exceed") {
-        return PdfError::LimitExceeded("a compressed stream inflates beyond the size limit".into());
+        return PdfError::LimitExceeded(format!(
+            "a compressed stream inflates to more than {}",
+            human_bytes(max_stream_bytes)
+        ));
+    }
+    // lopdf reports an object stream over the size limit like a corrupt one.
+    if lower.contains("decompress") {
+        return PdfError::Malformed(format!(
+            "a compressed part of its structure cannot be inflated (it is corrupt, or inflates to more than {})",
+            human_bytes(max_stream_bytes)
+        ));
     }
     PdfError::Malformed(format!("its structure cannot be read ({text})"))
 }
@@ -289,7 +299,8 @@ fn extract_inner(bytes: &[u8], limits: &Limits) -> Result<Extraction, PdfError> 
         ),
         ..LoadOptions::default()
     };
-    let mut doc = Document::load_mem_with_options(bytes, options).map_err(|e| describe_load_error(&e))?;
+    let mut doc = Document::load_mem_with_options(bytes, options)
+        .map_err(|e| describe_load_error(&e, limits.max_stream_bytes))?;
     let encrypted = doc.is_encrypted() || doc.encryption_state.is_some();
     if doc.is_encrypted() {
         doc.decrypt("").map_err(|_| PdfError::PasswordRequired)?;

@@ -51,3 +51,58 @@ pub fn random_bytes(mut seed: u64, n: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A document of several pages: `contents[i]` is page i's content stream;
+/// every page has the fonts /F1, /F2, ... = `fonts[0]`, `fonts[1]`, ...
+pub fn document(contents: &[Vec<u8>], fonts: &[Vec<u8>]) -> Vec<u8> {
+    let n = contents.len();
+    // 1 catalog, 2 pages, 3.. page objects, then contents, then fonts.
+    let first_page = 3;
+    let first_content = first_page + n;
+    let first_font = first_content + n;
+    let font_refs: String = (0..fonts.len())
+        .map(|i| format!("/F{} {} 0 R ", i + 1, first_font + i))
+        .collect();
+    let kids: String = (0..n).map(|i| format!("{} 0 R ", first_page + i)).collect();
+    let mut bodies = vec![
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        format!("<< /Type /Pages /Kids [{kids}] /Count {n} >>").into_bytes(),
+    ];
+    for i in 0..n {
+        bodies.push(
+            format!(
+                "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {} 0 R /Resources << /Font << {font_refs}>> >> >>",
+                first_content + i
+            )
+            .into_bytes(),
+        );
+    }
+    for c in contents {
+        bodies.push(stream("", c));
+    }
+    bodies.extend_from_slice(fonts);
+    build(&bodies)
+}
+
+/// A simple font whose codes 65..=90 are named glyphs no table knows
+/// (/g1 ... /g26), without ToUnicode or an embedded program: what it shows
+/// cannot be decoded into text.
+pub fn undecodable_font() -> Vec<u8> {
+    let names: String = (1..=26).map(|i| format!("/g{i} ")).collect();
+    let widths = "500 ".repeat(26);
+    format!(
+        "<< /Type /Font /Subtype /Type1 /BaseFont /PrivateGlyphs /FirstChar 65 /LastChar 90 \
+         /Widths [{widths}] /Encoding << /Type /Encoding /Differences [65 {names}] >> >>"
+    )
+    .into_bytes()
+}
+
+/// Page content showing `lines` lines of `text` with font `font` ("F1").
+pub fn text_page(font: &str, text: &str, lines: usize) -> Vec<u8> {
+    let mut c = format!("BT /{font} 11 Tf 72 740 Td 14 TL\n").into_bytes();
+    for _ in 0..lines {
+        c.extend_from_slice(format!("({text}) '\n").as_bytes());
+    }
+    c.extend_from_slice(b"ET");
+    c
+}

@@ -14,6 +14,24 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== tests"
+# The shared corpus sits beside the project (../shared/corpus). A clone made
+# elsewhere (the clean-clone check in a temporary folder) finds it beside
+# the repository it was cloned from.
+if [ -z "${DOCULEARN_CORPUS:-}" ]; then
+  origin=$(git config --get remote.origin.url 2>/dev/null || true)
+  for base in .. "${origin%/}/.."; do
+    if [ -f "$base/shared/corpus/manifest.tsv" ]; then
+      DOCULEARN_CORPUS=$(realpath "$base/shared/corpus")
+      export DOCULEARN_CORPUS
+      break
+    fi
+  done
+  if [ -z "${DOCULEARN_CORPUS:-}" ]; then
+    echo "test: the corpus is not at ../shared/corpus nor beside this clone's origin; set DOCULEARN_CORPUS" >&2
+    exit 1
+  fi
+fi
+echo "corpus: $DOCULEARN_CORPUS"
 export DOCULEARN_MODEL_DIR="$PWD/.local/models/all-MiniLM-L6-v2"
 export DOCULEARN_OPENVINO_DIR="$PWD/.local/openvino"
 status=0

@@ -223,7 +223,7 @@ fn bombs() -> Vec<(&'static str, Vec<u8>)> {
         pdf_support::build(&[
             b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
             b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
-            format!("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>").into_bytes(),
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_vec(),
             contents,
             font.as_bytes().to_vec(),
             pdf_support::stream("/Filter /FlateDecode /Length1 1000", &gib_of_zeros),

@@ -205,11 +205,27 @@ impl Font {
             ),
             _ => (None, None),
         };
+        // Without an /Encoding base, codes mean what the embedded program's
+        // own encoding says: a Type 1 program's `dup N /name put`, or a CFF
+        // program's encoding and charset (Ghostscript's Cyrillic subsets).
         let builtin = if base.is_none() && !is_type3 {
-            descriptor
+            let type1 = descriptor
                 .and_then(|d| dict_get(doc, d, b"FontFile"))
                 .and_then(|o| stream_bytes(doc, o, budget))
-                .and_then(|p| type1_builtin_encoding(&p))
+                .and_then(|p| type1_builtin_encoding(&p));
+            type1.or_else(|| {
+                let file = descriptor.and_then(|d| dict_get(doc, d, b"FontFile3"))?;
+                let is_cff = file
+                    .as_stream()
+                    .ok()
+                    .and_then(|s| s.dict.get(b"Subtype").ok())
+                    .and_then(|t| t.as_name().ok())
+                    .is_some_and(|t| t == b"Type1C");
+                if !is_cff {
+                    return None;
+                }
+                stream_bytes(doc, file, budget).and_then(|p| crate::cff::builtin_encoding(&p))
+            })
         } else {
             None
         };
@@ -229,6 +245,8 @@ impl Font {
                 None if symbol_font && !explicit_base => {
                     core.and_then(|c| symbolic_builtin(c, code as u8)).map(str::to_string)
                 }
+                // A Type 3 font's codes are what its Differences name, nothing more.
+                None if is_type3 && !explicit_base => None,
                 None => base_names[code].map(str::to_string),
             };
         }
@@ -293,6 +311,15 @@ impl Font {
                     .map(f64::from)
                     .or(missing)
                     .unwrap_or(if core == Some("Courier") { 600.0 } else { 500.0 });
+            }
+        }
+        // Type 3 bitmap fonts of TeX name glyphs by code only (/a65): the
+        // codes are read in the TeX layout the font's codes point to.
+        if is_type3 && to_unicode.is_none() {
+            if let Some(layout) = crate::tex::numbered_layout(&names, &widths) {
+                for code in 0..256 {
+                    codes[code] = glyph_to_unicode(layout[code]);
+                }
             }
         }
         Font {

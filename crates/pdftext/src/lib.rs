@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cff;
 mod cmap;
 mod encoding;
 pub mod f1;
@@ -18,6 +19,8 @@ mod font;
 mod interp;
 mod symbolic;
 mod tables;
+mod tex;
+mod tex_tables;
 
 use std::collections::HashSet;
 
@@ -109,7 +112,7 @@ pub enum PdfError {
 
 /// Bytes in words: "512 MiB", "64 KiB", "900 bytes".
 pub fn human_bytes(n: u64) -> String {
-    if n >= 1 << 30 && n % (1 << 30) == 0 {
+    if n >= 1 << 30 && n.is_multiple_of(1 << 30) {
         format!("{} GiB", n >> 30)
     } else if n >= 1 << 20 {
         format!("{} MiB", (n + (1 << 19)) >> 20)

@@ -290,7 +290,11 @@ async fn uploads_are_limited_and_every_route_needs_a_token() {
     assert_eq!(big.status(), 413);
     let body: Value = big.json().await.unwrap();
     assert_eq!(body["error"]["code"], "payload_too_large");
-    assert!(body["error"]["message"].as_str().unwrap().contains("4096"));
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("“big.txt”") && message.contains("upload limit of 4 KiB"),
+        "{message}"
+    );
 
     let c = client();
     for (method, path) in [

@@ -806,13 +806,13 @@ async fn hostile_inputs_fail_with_reasons_and_the_daemon_stays_up_and_small() {
     );
 }
 
-/// The extraction child dies (here: its address-space limit is far too small
+/// The extraction child dies (here: its data limit, 8 MiB, is far too small
 /// for the gnuplot manual, as lopdf's allocation-abort and stack-overflow
 /// crashers would kill it); only that job fails, the daemon and the next
 /// job go on.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crashing_document_reader_fails_only_its_job() {
-    let d = Daemon::start(Opts::default().with("DOCULEARN_PIPELINE__EXTRACT_MEMORY_MB", 48)).await;
+    let d = Daemon::start(Opts::default().with("DOCULEARN_PIPELINE__EXTRACT_MEMORY_MB", 8)).await;
     let user = Uuid::new_v4();
     let token = d.token(user);
     let (_, big) = d

@@ -90,6 +90,30 @@ pub fn token_f1(candidate: &str, reference: &str) -> f64 {
     2.0 * p * r / (p + r)
 }
 
+/// Share of `reference`'s tokens (counted with repeats) that `candidate`
+/// also has: how much of a reference text an extraction recovers.
+pub fn token_recall(candidate: &str, reference: &str) -> f64 {
+    let mut bag: HashMap<String, i64> = HashMap::new();
+    for t in tokens(candidate) {
+        *bag.entry(t).or_default() += 1;
+    }
+    let refs = tokens(reference);
+    if refs.is_empty() {
+        return 1.0;
+    }
+    let found = refs
+        .iter()
+        .filter(|t| match bag.get_mut(*t) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        })
+        .count();
+    found as f64 / refs.len() as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +129,12 @@ mod tests {
         assert_eq!(token_f1("\u{202b}abc\u{202c}", "abc"), 1.0);
         // CJK: per character, whatever the spacing.
         assert_eq!(token_f1("日本 語", "日本語"), 1.0);
+    }
+
+    #[test]
+    fn recall_counts_the_reference_found() {
+        assert_eq!(token_recall("a b c extra", "a b c"), 1.0);
+        assert_eq!(token_recall("a", "a a b c"), 0.25);
+        assert_eq!(token_recall("", ""), 1.0);
     }
 }

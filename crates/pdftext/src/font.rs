@@ -60,6 +60,11 @@ pub struct Font {
     to_unicode: Option<CMap>,
     /// Type 3: glyph space → text space scale (FontMatrix a); else 0.001.
     scale: f64,
+    /// The font's em as a multiple of its size. 1 except for Type 3 fonts,
+    /// whose glyph space has no em: a dvips bitmap font at 0.12 Tf with
+    /// glyphs 42 units wide has letters 5 units wide, so gaps and line
+    /// changes are judged against ten units, not 0.12.
+    pub em: f64,
     pub vertical: bool,
 }
 
@@ -162,7 +167,7 @@ impl Font {
     /// Builds a font from its dictionary. `budget`: decompression bytes left.
     pub fn load(doc: &Document, dict: &Dictionary, budget: &mut u64) -> Font {
         let subtype = dict.get(b"Subtype").and_then(Object::as_name).unwrap_or(b"Type1");
-        let to_unicode = dict_get(doc, dict, b"ToUnicode")
+        let mut to_unicode = dict_get(doc, dict, b"ToUnicode")
             .and_then(|o| stream_bytes(doc, o, budget))
             .map(|data| CMap::parse(&data, &|name| predefined_cmap(name, 0)))
             .filter(|c| !c.is_empty());
@@ -250,6 +255,8 @@ impl Font {
                 None => base_names[code].map(str::to_string),
             };
         }
+        let mut differed = [false; 256];
+        let has_differences = differences.is_some();
         if let Some(diffs) = differences {
             let mut code = 0usize;
             for item in diffs {
@@ -258,6 +265,7 @@ impl Font {
                     Object::Name(n) => {
                         if code < 256 {
                             names[code] = Some(String::from_utf8_lossy(n).into_owned());
+                            differed[code] = true;
                         }
                         code += 1;
                     }
@@ -315,17 +323,52 @@ impl Font {
         }
         // Type 3 bitmap fonts of TeX name glyphs by code only (/a65): the
         // codes are read in the TeX layout the font's codes point to.
-        if is_type3 && to_unicode.is_none() {
-            if let Some(layout) = crate::tex::numbered_layout(&names, &widths) {
+        // (Also beside a ToUnicode: it may map only some codes, and
+        // Ghostscript's maps 'c' to a carriage return.)
+        let mut em = 1.0;
+        if is_type3 {
+            // Names that mean nothing (no code of the font decodes, as in
+            // Ghostscript's /BZ, /CW of a dvips PK font): the codes are TeX's.
+            // Only codes whose glyph the font draws count (a base encoding
+            // names every code, CharProcs holds the glyphs there are).
+            let procs = dict_get(doc, dict, b"CharProcs").and_then(|o| o.as_dict().ok());
+            // With Differences, they name what the font is for; a base
+            // encoding's name may coincide with a glyph's (WinAnsi's /AE at
+            // 198, Ghostscript's /AE for code 14).
+            let named: [bool; 256] = std::array::from_fn(|c| {
+                names[c]
+                    .as_deref()
+                    .is_some_and(|n| n != ".notdef" && procs.is_none_or(|p| p.has(n.as_bytes())))
+                    && (differed[c] || !has_differences)
+            });
+            let drawn: [Option<String>; 256] = std::array::from_fn(|c| names[c].clone().filter(|_| named[c]));
+            let opaque = named.iter().any(|n| *n) && (0..256).all(|c| !named[c] || codes[c].is_none());
+            let layout = crate::tex::numbered_layout(&drawn, &widths)
+                .or_else(|| opaque.then(|| crate::tex::code_layout(&named, &widths)).flatten());
+            if let Some(layout) = layout {
                 for code in 0..256 {
                     codes[code] = glyph_to_unicode(layout[code]);
                 }
             }
+            // Ghostscript wrote its ToUnicode from those same names read as
+            // if they were Adobe's (/AE → Æ, /CL → ℄, /CR → a carriage
+            // return): with base-36 names it is no information at all.
+            if layout.is_some()
+                && (0..256).all(|c| {
+                    drawn[c]
+                        .as_deref()
+                        .is_none_or(|n| crate::tex::base36_name(n) == Some(c))
+                })
+            {
+                to_unicode = None;
+            }
+            em = type3_em(&codes, &widths, scale, &named);
         }
         Font {
             kind: Kind::Simple { codes, widths },
             to_unicode,
             scale,
+            em,
             vertical: false,
         }
     }
@@ -414,6 +457,7 @@ impl Font {
             },
             to_unicode,
             scale: 0.001,
+            em: 1.0,
             vertical,
         }
     }
@@ -431,6 +475,7 @@ impl Font {
                         .to_unicode
                         .as_ref()
                         .and_then(|m| m.lookup_unicode(b as u32, 1))
+                        .filter(|t| !is_control(t))
                         .or_else(|| codes[b as usize].clone())
                         .unwrap_or_default();
                     text_bytes += text.len();
@@ -518,6 +563,38 @@ impl Font {
 
 /// Glyph names that carry their code: `cid123`, `g123`, `c65`, `index65`.
 /// pdfTeX's and others' Type 3 fonts use them. Only printable results count.
+/// A Type 3 font's em in units of its size, judged from its glyphs: a
+/// lowercase letter is about half an em wide, a capital about two thirds.
+/// 1 (the size itself) for a font without letters: dots of a plot, rules.
+fn type3_em(codes: &[Option<String>; 256], widths: &[f64; 256], scale: f64, drawn: &[bool; 256]) -> f64 {
+    let median_width = |keep: fn(char) -> bool| {
+        let mut w: Vec<f64> = (0..256)
+            .filter(|&c| drawn[c])
+            .filter(|&c| {
+                let mut chars = codes[c].as_deref().unwrap_or("").chars();
+                matches!((chars.next(), chars.next()), (Some(ch), None) if keep(ch))
+            })
+            .map(|c| widths[c] * scale.abs())
+            .filter(|w| w.is_finite() && *w > 0.0)
+            .collect();
+        w.sort_by(f64::total_cmp);
+        w.get(w.len() / 2).copied()
+    };
+    let em = median_width(char::is_lowercase)
+        .map(|w| 2.0 * w)
+        .or_else(|| median_width(char::is_alphabetic).map(|w| 1.5 * w))
+        .unwrap_or(1.0);
+    em.clamp(1e-4, 1e4)
+}
+
+/// A ToUnicode value that is a control character (U+0000–U+001F, U+007F
+/// except tab and line breaks) is no text: Ghostscript writes U+000D for
+/// TeX's 'c'. The code is then read as if there were no ToUnicode entry.
+fn is_control(text: &str) -> bool {
+    let mut chars = text.chars();
+    matches!((chars.next(), chars.next()), (Some(c), None) if (c < ' ' && !matches!(c, '\t' | '\n')) || c == '\u{7f}')
+}
+
 fn numeric_glyph_name(name: &str) -> Option<String> {
     for prefix in ["cid", "index", "glyph", "g", "c", "G", "C"] {
         if let Some(rest) = name.strip_prefix(prefix) {

@@ -607,7 +607,7 @@ impl<'a> Interpreter<'a> {
             let (dx, dy) = (ux - ox, uy - oy);
             let len = (dx * dx + dy * dy).sqrt();
             let dir = if len > 1e-9 { (dx / len, dy / len) } else { (1.0, 0.0) };
-            let (sx, sy) = m.apply(0.0, gs.size);
+            let (sx, sy) = m.apply(0.0, gs.size * font.em);
             let size = ((sx - ox).powi(2) + (sy - oy).powi(2)).sqrt();
             if !glyph.text.is_empty() && start.0.is_finite() && start.1.is_finite() && size.is_finite() {
                 self.placed.push(Placed {

@@ -26,7 +26,7 @@ use std::collections::HashSet;
 
 use lopdf::{Dictionary, Document, LoadOptions, Object, ObjectId};
 
-pub use f1::token_f1;
+pub use f1::{token_f1, token_recall};
 
 /// Bounds on the work one document may cause.
 #[derive(Debug, Clone)]

@@ -25,23 +25,39 @@ pub fn numbered_name(name: &str) -> Option<usize> {
     digits.parse().ok()
 }
 
+/// Ghostscript's names for the glyphs of a bitmap font: the code in base 36
+/// with a letter for its first digit ("A0" = 0, "AF" = 15, "BT" = 65, "D8" = 116).
+pub fn base36_name(name: &str) -> Option<usize> {
+    let &[high, low] = name.as_bytes() else {
+        return None;
+    };
+    let high = high.checked_sub(b'A').filter(|h| *h < 8)? as usize;
+    let low = (low as char).to_digit(36).filter(|_| !low.is_ascii_lowercase())? as usize;
+    Some(high * 36 + low).filter(|c| *c < 256)
+}
+
 /// The TeX layout of a font whose every glyph is named by its own code
 /// (`names[code]`), judged from the codes it has and their `widths`;
 /// `None` when the names are real names (then they are read as such).
 pub fn numbered_layout(names: &[Option<String>; 256], widths: &[f64; 256]) -> Option<&'static [&'static str; 256]> {
     let mut present = [false; 256];
-    let mut any = false;
     for (code, name) in names.iter().enumerate() {
         let Some(name) = name.as_deref().filter(|n| *n != ".notdef") else {
             continue;
         };
-        if numbered_name(name) != Some(code) {
+        if numbered_name(name) != Some(code) && base36_name(name) != Some(code) {
             return None;
         }
         present[code] = true;
-        any = true;
     }
-    if !any {
+    code_layout(&present, widths)
+}
+
+/// The TeX layout of a bitmap font whose glyph names mean nothing at all
+/// (Ghostscript names a PK font's glyphs /BZ, /CW, /D8 …): judged, as for
+/// numbered names, from the codes it has (`present`) and their widths.
+pub fn code_layout(present: &[bool; 256], widths: &[f64; 256]) -> Option<&'static [&'static str; 256]> {
+    if !present.iter().any(|p| *p) {
         return None;
     }
     let count = |range: std::ops::RangeInclusive<usize>| range.filter(|&c| present[c]).count();
@@ -93,6 +109,12 @@ mod tests {
         assert_eq!(numbered_name("afii10017"), None);
         assert_eq!(numbered_name("A"), None);
         assert_eq!(numbered_name("a"), None);
+        assert_eq!(base36_name("A0"), Some(0));
+        assert_eq!(base36_name("AF"), Some(15));
+        assert_eq!(base36_name("BT"), Some(65));
+        assert_eq!(base36_name("D8"), Some(116));
+        assert_eq!(base36_name("Aa"), None);
+        assert_eq!(base36_name("AE0"), None);
     }
 
     #[test]

@@ -15,4 +15,7 @@ if ! command -v pdftotext >/dev/null 2>&1; then
 fi
 folders=("$@")
 [ ${#folders[@]} -gt 0 ] || folders=(../shared/corpus ../shared/peer/sample)
-cargo bench --quiet -p pdftext --bench extract -- --rounds 3 "${folders[@]}"
+# cargo runs the bench in the crate's folder: hand it absolute paths.
+absolute=()
+for f in "${folders[@]}"; do absolute+=("$(cd "$f" && pwd)"); done
+cargo bench --quiet -p pdftext --bench extract -- --rounds 3 "${absolute[@]}"

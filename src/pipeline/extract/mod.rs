@@ -7,6 +7,7 @@
 //! that job.
 
 pub mod budget;
+pub mod office;
 mod pdf;
 pub mod plausible;
 pub mod sniff;
@@ -25,7 +26,10 @@ pub use sniff::Kind;
 
 /// Names the extraction code in the stage cache: bump the revision when the
 /// text extraction changes, so older cached text is not reused.
-pub const EXTRACTOR: &str = concat!("doculearn-", env!("CARGO_PKG_VERSION"), "-r2");
+pub const EXTRACTOR: &str = concat!("doculearn-", env!("CARGO_PKG_VERSION"), "-r3");
+
+/// What we read, for error messages ("…; doculearn reads …").
+pub const SUPPORTED: &str = "doculearn reads PDF, Word (.docx), OpenDocument text (.odt), PowerPoint (.pptx), EPUB, plain text, Markdown and HTML";
 
 /// Text of a document, ready for chunking.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -96,18 +100,19 @@ pub fn extract_bytes(bytes: &[u8], name: &str, declared_type: &str, limits: &Lim
         Kind::Html => text::html(bytes, limits)?,
         Kind::Markdown => text::markdown(bytes, limits)?,
         Kind::Text => text::plain(bytes, limits)?,
+        Kind::Office(format) => office::extract(bytes, format, limits)?,
         Kind::NotPdf(what) => {
             return Err(format!(
-                "“{name}” is not a PDF: it has no PDF header (%PDF-) and looks like {what}; doculearn reads PDF, plain text, Markdown and HTML"
+                "“{name}” is not a PDF: it has no PDF header (%PDF-) and looks like {what}; {SUPPORTED}"
             ));
         }
         Kind::Unsupported(what) => {
             let claimed = sniff::claimed_kind(name, declared_type);
             return Err(match claimed {
                 Some(claimed) => {
-                    format!("“{name}” is {what}, not {claimed}; doculearn reads PDF, plain text, Markdown and HTML")
+                    format!("“{name}” is {what}, not {claimed}; {SUPPORTED}")
                 }
-                None => format!("“{name}” is {what}; doculearn reads PDF, plain text, Markdown and HTML"),
+                None => format!("“{name}” is {what}; {SUPPORTED}"),
             });
         }
     };

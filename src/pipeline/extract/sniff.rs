@@ -8,6 +8,8 @@ pub enum Kind {
     Html,
     Markdown,
     Text,
+    /// Word, OpenDocument text, PowerPoint or EPUB (a ZIP archive of XML).
+    Office(super::office::Format),
     /// A format we do not read, described for the user ("a PNG image").
     Unsupported(&'static str),
     /// Named or declared a PDF, but without a PDF header: what it looks like.
@@ -21,6 +23,7 @@ impl Kind {
             Kind::Html => "text/html",
             Kind::Markdown => "text/markdown",
             Kind::Text => "text/plain",
+            Kind::Office(format) => format.mime(),
             Kind::Unsupported(_) | Kind::NotPdf(_) => "application/octet-stream",
         }
     }
@@ -36,6 +39,14 @@ pub fn claimed_kind(name: &str, declared_type: &str) -> Option<&'static str> {
     let declared = declared_type.to_ascii_lowercase();
     if has_ext(name, &[".pdf"]) || declared.contains("pdf") {
         Some("a PDF")
+    } else if has_ext(name, &[".docx"]) || declared.contains("wordprocessingml") {
+        Some("a Word document")
+    } else if has_ext(name, &[".odt"]) || declared.contains("opendocument.text") {
+        Some("an OpenDocument text")
+    } else if has_ext(name, &[".pptx"]) || declared.contains("presentationml") {
+        Some("a PowerPoint presentation")
+    } else if has_ext(name, &[".epub"]) || declared.contains("epub") {
+        Some("an EPUB e-book")
     } else if has_ext(name, &[".html", ".htm"]) || declared.contains("html") {
         Some("an HTML page")
     } else if has_ext(name, &[".md", ".markdown"]) || declared.contains("markdown") {
@@ -59,9 +70,12 @@ fn binary_signature(b: &[u8]) -> Option<&'static str> {
         (b"BM", "a BMP image"),
         (
             b"PK\x03\x04",
-            "a ZIP archive (Word, Excel and OpenDocument files are ZIP archives)",
+            "a ZIP archive that is not a Word, OpenDocument text, PowerPoint or EPUB file",
         ),
-        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Microsoft Office document"),
+        (
+            b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
+            "an old Microsoft Office document (.doc, .xls, .ppt: save it as .docx or .pptx)",
+        ),
         (b"\x1f\x8b", "a gzip-compressed file"),
         (b"Rar!\x1a\x07", "a RAR archive"),
         (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
@@ -126,6 +140,9 @@ pub fn sniff(bytes: &[u8], name: &str, declared_type: &str) -> Kind {
     let head = &bytes[..bytes.len().min(1024)];
     if head.windows(5).any(|w| w == b"%PDF-") {
         return Kind::Pdf;
+    }
+    if let Some(format) = super::office::detect(bytes) {
+        return Kind::Office(format);
     }
     if let Some(what) = binary_signature(bytes) {
         return Kind::Unsupported(what);

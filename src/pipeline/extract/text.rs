@@ -104,8 +104,9 @@ fn text_result(decoded: Decoded, text: String, kind: &str, limits: &Limits) -> R
     }
     if let Some(why) = super::plausible::implausible(&text, decoded.guessed) {
         return Err(format!(
-            "the file is not text: {why} (read as {}); doculearn reads PDF, plain text, Markdown and HTML",
-            decoded.encoding
+            "the file is not text: {why} (read as {}); {}",
+            decoded.encoding,
+            super::SUPPORTED
         ));
     }
     Ok(Extracted {

@@ -7,6 +7,7 @@
 #   - the OpenVINO runtime the model runs on (from PyPI) under .local/openvino
 #   - poppler-data (Debian): CID-to-Unicode tables and predefined CMaps the
 #     PDF extractor reads for CJK fonts without ToUnicode
+#   - Tesseract OCR with English data and poppler-utils (pdftoppm), Debian
 #   - a JWT secret for local use under .local/jwt-secret
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,16 @@ if [ ! -d /usr/share/poppler/cidToUnicode ]; then
   echo "setup: installing poppler-data"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-data >/dev/null
+fi
+
+# OCR: Tesseract 5 with English (and its orientation data) and poppler's
+# pdftoppm, which renders scanned PDF pages for it.
+if ! command -v tesseract >/dev/null 2>&1 || ! command -v pdftoppm >/dev/null 2>&1 \
+  || [ ! -f /usr/share/tesseract-ocr/5/tessdata/eng.traineddata ]; then
+  echo "setup: installing tesseract-ocr, tesseract-ocr-eng and poppler-utils (OCR)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    tesseract-ocr tesseract-ocr-eng tesseract-ocr-osd poppler-utils >/dev/null
 fi
 
 mkdir -p .local

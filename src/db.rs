@@ -75,12 +75,16 @@ pub struct DocumentView {
     pub completed_at: Option<DateTime<Utc>>,
     /// Text lost while reading the document, in sentences (empty: none).
     pub warnings: Vec<String>,
+    /// 1-based pages whose text came from OCR (empty: none).
+    pub ocr_pages: Vec<i32>,
+    /// Tesseract's mean word confidence over those pages, 0–100.
+    pub ocr_confidence: Option<f32>,
 }
 
 const DOCUMENT_VIEW_SQL: &str =
     "SELECT d.id, d.name, d.content_type, d.detected_type, d.size_bytes, d.sha256, d.source_url, \
      d.batch_id, d.pages, d.chunk_count, d.created_at, j.job_id, j.stage, j.progress, j.message, j.error, \
-     j.failed_stage, j.attempt, j.seq, j.started_at, j.completed_at, d.warnings \
+     j.failed_stage, j.attempt, j.seq, j.started_at, j.completed_at, d.warnings, d.ocr_pages, d.ocr_confidence \
      FROM documents d JOIN job_progress j ON j.document_id = d.id";
 
 fn document_view(row: &sqlx::postgres::PgRow) -> Result<DocumentView, sqlx::Error> {
@@ -107,6 +111,8 @@ fn document_view(row: &sqlx::postgres::PgRow) -> Result<DocumentView, sqlx::Erro
         started_at: row.try_get("started_at")?,
         completed_at: row.try_get("completed_at")?,
         warnings: row.try_get("warnings")?,
+        ocr_pages: row.try_get("ocr_pages")?,
+        ocr_confidence: row.try_get("ocr_confidence")?,
     })
 }
 
@@ -277,14 +283,23 @@ pub async fn set_extraction(
     detected: &str,
     pages: Option<i32>,
     warnings: &[String],
+    ocr: Option<&crate::pipeline::extract::OcrSummary>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE documents SET detected_type = $2, pages = $3, warnings = $4, updated_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(detected)
-        .bind(pages)
-        .bind(warnings)
-        .execute(pool)
-        .await?;
+    let ocr_pages: Vec<i32> = ocr
+        .map(|o| o.pages.iter().map(|p| *p as i32).collect())
+        .unwrap_or_default();
+    sqlx::query(
+        "UPDATE documents SET detected_type = $2, pages = $3, warnings = $4, ocr_pages = $5, ocr_confidence = $6, \
+         updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(detected)
+    .bind(pages)
+    .bind(warnings)
+    .bind(&ocr_pages)
+    .bind(ocr.and_then(|o| o.mean_confidence))
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

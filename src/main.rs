@@ -74,6 +74,16 @@ enum Command {
         #[arg(long)]
         cpu_secs: u64,
     },
+    /// Internal: the sandboxed OCR child (one page of a file on stdin).
+    #[command(hide = true)]
+    OcrWorker {
+        #[arg(long)]
+        job: String,
+        #[arg(long)]
+        memory_mb: u64,
+        #[arg(long)]
+        cpu_secs: u64,
+    },
 }
 
 fn parse_ttl(s: &str) -> Result<i64, String> {
@@ -114,6 +124,20 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("extract-worker: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    if let Command::OcrWorker {
+        job,
+        memory_mb,
+        cpu_secs,
+    } = &cli.command
+    {
+        return match doculearn::pipeline::extract::ocr::worker_main(job, *memory_mb, *cpu_secs) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ocr-worker: {e}");
                 ExitCode::from(1)
             }
         };
@@ -169,7 +193,9 @@ fn main() -> ExitCode {
             tracing::info!(addr = %app.local_addr(), ?role, "serving");
             app.run_until_stopped().await
         }),
-        Command::ExtractWorker { .. } | Command::Ingest { .. } => unreachable!("handled above"),
+        Command::ExtractWorker { .. } | Command::OcrWorker { .. } | Command::Ingest { .. } => {
+            unreachable!("handled above")
+        }
     }
 }
 

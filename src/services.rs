@@ -37,6 +37,8 @@ pub struct Services {
     pub limits: Limits,
     /// Memory shared by the extractions this process runs at once.
     pub extract_budget: MemoryBudget,
+    /// Pages OCR'd at once in this process (`pipeline.ocr_concurrency`).
+    pub ocr_slots: Arc<tokio::sync::Semaphore>,
     pub faults: Faults,
     pub stats: Stats,
     /// Background work that must finish before the process exits (hand-backs,

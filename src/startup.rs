@@ -88,6 +88,12 @@ impl Application {
         let model_id = db::ensure_model(&pool, embedder.model(), embedder.dimension()).await?;
         db::ensure_vector_index(&pool, model_id, embedder.dimension()).await?;
         let engine_id = db::ensure_engine(&pool, embedder.engine()).await?;
+        if settings.pipeline.ocr {
+            // Said once, at start-up: scans and images fail with the same reason.
+            if let Err(missing) = crate::pipeline::extract::ocr::check_installed(&settings.pipeline.ocr_languages) {
+                tracing::warn!("OCR: {missing}; scanned pages and images will fail with that reason");
+            }
+        }
         let sandbox = if settings.pipeline.extract_in_subprocess {
             Some(Sandbox {
                 exe: std::env::current_exe().context("cannot find our own executable for the extraction worker")?,
@@ -108,6 +114,7 @@ impl Application {
                 settings.pipeline.extract_memory_budget_mb,
                 settings.pipeline.extract_memory_mb,
             ),
+            ocr_slots: Arc::new(tokio::sync::Semaphore::new(settings.pipeline.ocr_concurrency.max(1))),
             faults: Faults::from_settings(&settings),
             stats: Stats::default(),
             tasks: tokio_util::task::TaskTracker::new(),

@@ -43,6 +43,7 @@ mod tests {
             encoding: None,
             page_errors: vec![],
             warnings: vec![],
+            ..Extracted::default()
         }
     }
 

@@ -131,7 +131,7 @@ pub async fn extract(state: &mut DocumentState) -> Result<Next, StageError> {
     let run = async {
         // Only a fresh extraction (not a cached one) needs memory.
         let share = reserve_memory(&s, events, &job_id, bytes.len()).await?;
-        match &s.sandbox {
+        let mut extracted = match &s.sandbox {
             Some(sandbox) => {
                 extract::extract_sandboxed(
                     sandbox,
@@ -154,7 +154,12 @@ pub async fn extract(state: &mut DocumentState) -> Result<Next, StageError> {
                     })?
                     .map_err(StageError::Permanent)
             }
+        }?;
+        drop(share);
+        if !extracted.ocr_pages.is_empty() {
+            ocr_pages(&s, events, &job_id, &bytes, &mut extracted).await?;
         }
+        Ok(extracted)
     };
     let (extracted, from_cache) = cache::extraction(&s, &sha, run).await?;
     state.sha256 = Some(sha);
@@ -164,6 +169,7 @@ pub async fn extract(state: &mut DocumentState) -> Result<Next, StageError> {
         &extracted.kind,
         extracted.pages.map(|p| p as i32),
         &extracted.warnings,
+        extracted.ocr.as_ref(),
     )
     .await?;
     let chars = extracted.text.chars().count();
@@ -187,6 +193,16 @@ pub async fn extract(state: &mut DocumentState) -> Result<Next, StageError> {
     if let Some(enc) = &extracted.encoding {
         details["encoding"] = json!(enc);
     }
+    if let Some(ocr) = extracted.ocr.as_ref().filter(|o| !o.pages.is_empty()) {
+        details["ocr_pages"] = json!(ocr.pages);
+        details["ocr_confidence"] = json!(ocr.mean_confidence);
+        message.push_str(&format!(
+            " ({} {} by OCR, mean confidence {:.0} %)",
+            ocr.pages.len(),
+            if ocr.pages.len() == 1 { "page" } else { "pages" },
+            ocr.mean_confidence.unwrap_or(0.0)
+        ));
+    }
     if !extracted.page_errors.is_empty() {
         details["unreadable_pages"] = json!(extracted.page_errors.len());
         tracing::warn!(job_id = %state.args.claimed.job_id, pages = ?extracted.page_errors, "some pages could not be read");
@@ -200,6 +216,121 @@ pub async fn extract(state: &mut DocumentState) -> Result<Next, StageError> {
         .await?;
     state.extracted = Some(extracted);
     Ok(Next::Go(Step::Chunk))
+}
+
+/// OCRs the pages the reader found no text on, one child per page, in
+/// order, saying "OCR page k of n" before each; a page that times out or
+/// fails is named in a warning and the rest goes on.
+async fn ocr_pages(
+    s: &crate::services::Services,
+    reporter: &mut Reporter,
+    job_id: &str,
+    bytes: &[u8],
+    ex: &mut extract::Extracted,
+) -> Result<(), StageError> {
+    use extract::ocr::{OcrJob, PageFailure};
+    let settings = &s.settings.pipeline;
+    let mut pages = std::mem::take(&mut ex.ocr_pages);
+    let beyond: Vec<usize> = pages
+        .iter()
+        .skip(settings.ocr_max_pages)
+        .map(|p| *p as usize - 1)
+        .collect();
+    pages.truncate(settings.ocr_max_pages);
+    let mut texts = extract::ocr::page_texts(ex);
+    let n = pages.len();
+    let (mut done, mut timed_out, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut confidence, mut words) = (0f64, 0usize);
+    let kind = if ex.kind == "image" { "image" } else { "pdf" };
+    let memory = settings.ocr_memory_mb.min(s.extract_budget.total_mib());
+    for (k, &page) in pages.iter().enumerate() {
+        let message = if kind == "image" {
+            "OCR of the image".to_string()
+        } else {
+            format!("OCR page {} of {n}", k + 1)
+        };
+        let progress = 0.25 + 0.05 * k as f64 / n.max(1) as f64;
+        reporter
+            .progress(
+                Stage::Extracting,
+                progress,
+                message,
+                json!({ "ocr_page": page, "ocr_pages": n }),
+            )
+            .await?;
+        let _slot = s.ocr_slots.acquire().await.expect("the OCR semaphore is never closed");
+        let _memory = s.extract_budget.reserve(memory).await;
+        let job = OcrJob {
+            kind: kind.into(),
+            page,
+            languages: settings.ocr_languages.clone(),
+            dpi: settings.ocr_dpi,
+            timeout_secs: settings.ocr_page_timeout_secs,
+        };
+        let started = std::time::Instant::now();
+        let exe = s.sandbox.as_ref().map(|sb| sb.exe.as_path());
+        match extract::ocr::page(exe, bytes, &job, memory).await {
+            Ok(read) => {
+                tracing::info!(job_id, page, words = read.words, confidence = ?read.confidence, ms = started.elapsed().as_millis() as u64, "OCR page done");
+                if let Some(c) = read.confidence {
+                    confidence += c as f64 * read.words as f64;
+                    words += read.words;
+                }
+                if let Some(slot) = texts.get_mut(page as usize - 1) {
+                    *slot = read.text;
+                }
+                done.push(page);
+            }
+            Err(PageFailure::TimedOut) => {
+                tracing::warn!(job_id, page, "OCR page timed out");
+                timed_out.push(page as usize - 1);
+            }
+            Err(PageFailure::Failed(reason)) => {
+                tracing::warn!(job_id, page, reason, "OCR page failed");
+                failed.push((page as usize - 1, reason));
+            }
+        }
+    }
+    extract::ocr::join_pages(ex, &texts);
+    let total = ex.pages.unwrap_or(1);
+    if !timed_out.is_empty() {
+        ex.warnings.push(format!(
+            "OCR of {} took longer than {} s and was skipped",
+            extract::pdf::page_list(&timed_out),
+            settings.ocr_page_timeout_secs
+        ));
+    }
+    if let Some((_, reason)) = failed.first() {
+        let list: Vec<usize> = failed.iter().map(|(p, _)| *p).collect();
+        ex.warnings
+            .push(format!("OCR failed on {} ({reason})", extract::pdf::page_list(&list)));
+    }
+    if !beyond.is_empty() {
+        ex.warnings.push(format!(
+            "{} of {total} pages were not OCR'd: at most {} pages of a document are (pipeline.ocr_max_pages)",
+            beyond.len(),
+            settings.ocr_max_pages
+        ));
+    }
+    ex.ocr = Some(extract::OcrSummary {
+        pages: done,
+        mean_confidence: (words > 0).then(|| (confidence / words as f64) as f32),
+    });
+    if ex.text.trim().is_empty() {
+        let what = match &ex.image {
+            Some(image) => format!("the file ({image})"),
+            None => "the scanned pages".into(),
+        };
+        return Err(StageError::Permanent(match failed.first() {
+            Some((_, reason)) if timed_out.is_empty() => format!("OCR could not read {what}: {reason}"),
+            _ if !timed_out.is_empty() => format!(
+                "OCR of {what} took longer than {} s a page, so no text was read",
+                settings.ocr_page_timeout_secs
+            ),
+            _ => format!("OCR found no text in {what} (it may be a picture without words, or too faint to read)"),
+        }));
+    }
+    Ok(())
 }
 
 /// How often a job waiting for extraction memory says it still waits (well

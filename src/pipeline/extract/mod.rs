@@ -7,8 +7,9 @@
 //! that job.
 
 pub mod budget;
+pub mod ocr;
 pub mod office;
-mod pdf;
+pub(crate) mod pdf;
 pub mod plausible;
 pub mod sniff;
 pub mod text;
@@ -29,10 +30,19 @@ pub use sniff::Kind;
 pub const EXTRACTOR: &str = concat!("doculearn-", env!("CARGO_PKG_VERSION"), "-r3");
 
 /// What we read, for error messages ("…; doculearn reads …").
-pub const SUPPORTED: &str = "doculearn reads PDF, Word (.docx), OpenDocument text (.odt), PowerPoint (.pptx), EPUB, plain text, Markdown and HTML";
+pub const SUPPORTED: &str = "doculearn reads PDF (scans through OCR), Word (.docx), OpenDocument text (.odt), PowerPoint (.pptx), EPUB, PNG, JPEG, TIFF and WebP images (OCR), plain text, Markdown and HTML";
+
+/// Which pages of a document were read by OCR, and how sure Tesseract was.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct OcrSummary {
+    /// 1-based pages whose text came from OCR.
+    pub pages: Vec<u32>,
+    /// Mean word confidence over those pages, 0–100.
+    pub mean_confidence: Option<f32>,
+}
 
 /// Text of a document, ready for chunking.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Extracted {
     pub text: String,
     /// What the bytes turned out to be ("pdf", "html", "markdown", "text").
@@ -50,6 +60,16 @@ pub struct Extracted {
     /// Shown on the job's events, its document and the UI card.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// 1-based pages the reader found no text on, still to be OCR'd (the
+    /// OCR step empties it).
+    #[serde(default)]
+    pub ocr_pages: Vec<u32>,
+    /// Pages that came from OCR, once it ran.
+    #[serde(default)]
+    pub ocr: Option<OcrSummary>,
+    /// An uploaded image, in words ("a PNG image").
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 impl Extracted {
@@ -73,6 +93,9 @@ pub struct Limits {
     pub max_objects: usize,
     pub max_depth: usize,
     pub max_chars: usize,
+    /// Pages without text and images are left for OCR rather than refused.
+    #[serde(default)]
+    pub ocr: bool,
 }
 
 impl Limits {
@@ -84,6 +107,7 @@ impl Limits {
             max_objects: p.max_pdf_objects,
             max_depth: p.max_nesting_depth,
             max_chars: p.max_text_chars,
+            ocr: p.ocr,
         }
     }
 }
@@ -101,6 +125,20 @@ pub fn extract_bytes(bytes: &[u8], name: &str, declared_type: &str, limits: &Lim
         Kind::Markdown => text::markdown(bytes, limits)?,
         Kind::Text => text::plain(bytes, limits)?,
         Kind::Office(format) => office::extract(bytes, format, limits)?,
+        // An image is one page, all of it for OCR.
+        Kind::Image(what) if limits.ocr => Extracted {
+            kind: "image".into(),
+            image: Some(what.into()),
+            pages: Some(1),
+            page_starts: vec![0],
+            ocr_pages: vec![1],
+            ..Extracted::default()
+        },
+        Kind::Image(what) => {
+            return Err(format!(
+                "“{name}” is {what}; reading images takes OCR, which is switched off here (pipeline.ocr)"
+            ));
+        }
         Kind::NotPdf(what) => {
             return Err(format!(
                 "“{name}” is not a PDF: it has no PDF header (%PDF-) and looks like {what}; {SUPPORTED}"
@@ -122,7 +160,7 @@ pub fn extract_bytes(bytes: &[u8], name: &str, declared_type: &str, limits: &Lim
             limits.max_chars
         ));
     }
-    if extracted.text.trim().is_empty() {
+    if extracted.text.trim().is_empty() && extracted.ocr_pages.is_empty() {
         return Err(match kind {
             Kind::Pdf => "the PDF has no text layer (it looks like a scanned image)".into(),
             _ => "the file contains no text".into(),
@@ -144,7 +182,7 @@ pub struct Sandbox {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerReply {
-    Ok(Extracted),
+    Ok(Box<Extracted>),
     Error(String),
 }
 
@@ -217,7 +255,7 @@ pub async fn extract_sandboxed(
         return Err(StageError::permanent(describe_crash(&status)));
     }
     match serde_json::from_slice::<WorkerReply>(&out) {
-        Ok(WorkerReply::Ok(extracted)) => Ok(extracted),
+        Ok(WorkerReply::Ok(extracted)) => Ok(*extracted),
         Ok(WorkerReply::Error(reason)) => Err(StageError::Permanent(reason)),
         Err(e) => {
             tracing::error!(error = %e, "extraction worker wrote an unreadable reply");
@@ -268,7 +306,7 @@ pub fn worker_main(
     let mut input = Vec::new();
     std::io::stdin().read_to_end(&mut input)?;
     let reply = match std::panic::catch_unwind(|| extract_bytes(&input, name, content_type, &limits)) {
-        Ok(Ok(ex)) => WorkerReply::Ok(ex),
+        Ok(Ok(ex)) => WorkerReply::Ok(Box::new(ex)),
         Ok(Err(reason)) => WorkerReply::Error(reason),
         Err(_) => WorkerReply::Error("the file could not be read: the document reader failed on it".into()),
     };
@@ -291,6 +329,7 @@ mod tests {
             encoding: None,
             page_errors: vec![],
             warnings: vec![],
+            ..Extracted::default()
         };
         assert_eq!(ex.page_at(0), Some(1));
         assert_eq!(ex.page_at(5), Some(1));

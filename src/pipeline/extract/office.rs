@@ -585,6 +585,7 @@ pub fn extract(bytes: &[u8], format: Format, limits: &Limits) -> Result<Extracte
         encoding: None,
         page_errors: Vec::new(),
         warnings: Vec::new(),
+        ..Extracted::default()
     })
 }
 
@@ -601,6 +602,7 @@ mod tests {
             max_objects: 1_000_000,
             max_depth: 64,
             max_chars: 10_000_000,
+            ocr: false,
         }
     }
 

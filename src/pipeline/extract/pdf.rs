@@ -14,7 +14,20 @@ pub fn extract(bytes: &[u8], limits: &Limits) -> Result<Extracted, String> {
         max_depth: limits.max_depth,
         max_output_chars: limits.max_chars,
     };
-    let extraction = pdftext::extract(bytes, &pdf_limits).map_err(|e| e.to_string())?;
+    let extraction = match pdftext::extract(bytes, &pdf_limits) {
+        Ok(extraction) => extraction,
+        // A scan: every page goes to OCR.
+        Err(pdftext::PdfError::NoText { pages }) if limits.ocr => {
+            return Ok(Extracted {
+                kind: "pdf".into(),
+                pages: Some(pages as u32),
+                page_starts: vec![0; pages],
+                ocr_pages: (1..=pages as u32).collect(),
+                ..Extracted::default()
+            });
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     let mut text = String::new();
     let mut page_starts = Vec::with_capacity(extraction.pages.len());
     for page in &extraction.pages {
@@ -57,6 +70,16 @@ pub fn extract(bytes: &[u8], limits: &Limits) -> Result<Extracted, String> {
             page_list(&unread)
         ));
     }
+    // Pages without text (a scan, a photographed page) go to OCR; a page
+    // with a word or two of real text (a stamp, a page number) does too.
+    let ocr_pages: Vec<u32> = if limits.ocr {
+        (0..total)
+            .filter(|&i| extraction.pages[i].chars().filter(|c| c.is_alphanumeric()).count() < 3)
+            .map(|i| i as u32 + 1)
+            .collect()
+    } else {
+        Vec::new()
+    };
     Ok(Extracted {
         text,
         kind: "pdf".into(),
@@ -65,11 +88,14 @@ pub fn extract(bytes: &[u8], limits: &Limits) -> Result<Extracted, String> {
         encoding: None,
         page_errors,
         warnings,
+        ocr_pages,
+        ocr: None,
+        image: None,
     })
 }
 
 /// "page 4", "pages 2, 5 and 9", "pages 2, 5, 7, 9, 11 and 14 more" (1-based).
-fn page_list(pages: &[usize]) -> String {
+pub(crate) fn page_list(pages: &[usize]) -> String {
     const SHOWN: usize = 5;
     let names: Vec<String> = pages.iter().take(SHOWN).map(|p| (p + 1).to_string()).collect();
     match pages.len() {

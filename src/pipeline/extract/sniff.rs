@@ -10,6 +10,8 @@ pub enum Kind {
     Text,
     /// Word, OpenDocument text, PowerPoint or EPUB (a ZIP archive of XML).
     Office(super::office::Format),
+    /// A PNG, JPEG, TIFF or WebP image: read by OCR.
+    Image(&'static str),
     /// A format we do not read, described for the user ("a PNG image").
     Unsupported(&'static str),
     /// Named or declared a PDF, but without a PDF header: what it looks like.
@@ -24,6 +26,10 @@ impl Kind {
             Kind::Markdown => "text/markdown",
             Kind::Text => "text/plain",
             Kind::Office(format) => format.mime(),
+            Kind::Image("a PNG image") => "image/png",
+            Kind::Image("a JPEG image") => "image/jpeg",
+            Kind::Image("a TIFF image") => "image/tiff",
+            Kind::Image(_) => "image/webp",
             Kind::Unsupported(_) | Kind::NotPdf(_) => "application/octet-stream",
         }
     }
@@ -145,6 +151,9 @@ pub fn sniff(bytes: &[u8], name: &str, declared_type: &str) -> Kind {
         return Kind::Office(format);
     }
     if let Some(what) = binary_signature(bytes) {
+        if matches!(what, "a PNG image" | "a JPEG image" | "a TIFF image" | "a WebP image") {
+            return Kind::Image(what);
+        }
         return Kind::Unsupported(what);
     }
     // Whatever else it is, a file said to be a PDF that is not one is not
@@ -181,8 +190,9 @@ mod tests {
     fn bytes_win_over_names() {
         assert_eq!(
             sniff(b"\x89PNG\r\n\x1a\nrest", "scan.pdf", "application/pdf"),
-            Kind::Unsupported("a PNG image")
+            Kind::Image("a PNG image")
         );
+        assert_eq!(sniff(b"GIF89a...", "x.gif", ""), Kind::Unsupported("a GIF image"));
         assert_eq!(sniff(b"%PDF-1.4\n...", "x.txt", "text/plain"), Kind::Pdf);
         assert_eq!(sniff(b"junk\n%PDF-1.7", "x", ""), Kind::Pdf);
         assert_eq!(sniff(b"<!DOCTYPE html><p>x", "page", ""), Kind::Html);

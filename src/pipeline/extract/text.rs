@@ -117,6 +117,7 @@ fn text_result(decoded: Decoded, text: String, kind: &str, limits: &Limits) -> R
         encoding: Some(decoded.encoding.into()),
         page_errors: Vec::new(),
         warnings: Vec::new(),
+        ..Extracted::default()
     })
 }
 
@@ -404,6 +405,7 @@ mod tests {
                 max_objects: 100_000,
                 max_depth: 32,
                 max_chars: 10_000_000,
+                ocr: false,
             }
         }
 

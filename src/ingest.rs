@@ -305,7 +305,8 @@ fn apply(t: &mut Tracked, ev: &Value, plain: bool) {
             t.outcome = Some(Outcome::Failed { reason });
         }
         _ => {
-            if stage != t.stage {
+            // A new stage, and each page OCR'd (a scan takes seconds a page).
+            if stage != t.stage || message.starts_with("OCR ") {
                 plain_line(plain, &t.name, &stage, &message);
             }
             t.bar.set_message(format!("{stage}: {message}"));

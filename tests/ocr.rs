@@ -126,10 +126,14 @@ async fn a_scanned_pdf_and_images_are_read_by_ocr_with_progress_per_page() {
 
     // Images made from a prose page of a corpus PDF, against its text layer.
     let known = known_text();
+    let webp =
+        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ocr/gnuplot-page23.webp"))
+            .unwrap();
     for (name, bytes) in [
         ("page.png", render("-png", 200)),
         ("page.jpg", render("-jpeg", 200)),
         ("page.tif", render("-tiff", 200)),
+        ("page.webp", webp),
     ] {
         let started = Instant::now();
         let (document_id, job_id) = d.upload_one(&token, name, bytes).await;
@@ -146,6 +150,76 @@ async fn a_scanned_pdf_and_images_are_read_by_ocr_with_progress_per_page() {
         assert_eq!(doc["detected_type"], "image", "{doc}");
         assert_eq!(doc["ocr_pages"], serde_json::json!([1]), "{doc}");
     }
+}
+
+/// A multi-page, uncompressed, 8-bit grey TIFF of the given pages.
+fn tiff_of(pages: &[(usize, usize, Vec<u8>)]) -> Vec<u8> {
+    let mut out = b"II*\x00\x00\x00\x00\x00".to_vec();
+    let mut link = 4; // where the offset of the next IFD goes
+    for (w, h, px) in pages {
+        let strip = out.len() as u32;
+        out.extend_from_slice(px);
+        if out.len() % 2 == 1 {
+            out.push(0);
+        }
+        let ifd = out.len() as u32;
+        out[link..link + 4].copy_from_slice(&ifd.to_le_bytes());
+        let entries: [(u16, u16, u32); 9] = [
+            (256, 4, *w as u32),
+            (257, 4, *h as u32),
+            (258, 3, 8),
+            (259, 3, 1),
+            (262, 3, 1),
+            (273, 4, strip),
+            (277, 3, 1),
+            (278, 4, *h as u32),
+            (279, 4, (w * h) as u32),
+        ];
+        out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+        for (tag, kind, value) in entries {
+            out.extend_from_slice(&tag.to_le_bytes());
+            out.extend_from_slice(&kind.to_le_bytes());
+            out.extend_from_slice(&1u32.to_le_bytes());
+            if kind == 3 {
+                out.extend_from_slice(&(value as u16).to_le_bytes());
+                out.extend_from_slice(&[0, 0]);
+            } else {
+                out.extend_from_slice(&value.to_le_bytes());
+            }
+        }
+        link = out.len();
+        out.extend_from_slice(&[0, 0, 0, 0]);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_multi_page_tiff_is_read_page_by_page() {
+    let d = Daemon::start(Opts::default()).await;
+    let user = Uuid::new_v4();
+    let token = d.token(user);
+    let page = pgm_pixels(&render("-pgm", 150));
+    let tiff = tiff_of(&[page.clone(), page]);
+    let (document_id, job_id) = d.upload_one(&token, "two-pages.tif", tiff).await;
+    let job = d.wait_job(&token, &job_id, Duration::from_secs(120)).await;
+    assert_eq!(job["stage"], "completed", "{job}");
+    let (_, doc) = d.get_json(&token, &format!("/api/v1/documents/{document_id}")).await;
+    assert_eq!(doc["pages"], 2, "{doc}");
+    assert_eq!(doc["ocr_pages"], serde_json::json!([1, 2]), "{doc}");
+    let stored = chunks(&d, &document_id).await;
+    // Both pages are the same page: every word of it twice. (A chunk is
+    // tagged with the page it starts on, so page 2's first lines sit in a
+    // chunk of page 1.)
+    let known = known_text();
+    let r = recall(&text_of(&stored, None), &format!("{known}\n{known}"));
+    eprintln!("FIGURE two-page TIFF: recall {r:.3} of both pages' words");
+    assert!(r >= 0.9, "recall {r}");
+    assert!(stored.iter().any(|(_, p)| *p == Some(2)), "chunks of page 2");
+    let history = events(&d, &token, &job_id).await;
+    assert!(
+        history.iter().any(|e| e["message"] == "OCR of the image's 2 pages"),
+        "{history:?}"
+    );
 }
 
 /// Raw 8-bit grey pixels of a PGM (P5) file.

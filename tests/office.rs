@@ -143,7 +143,7 @@ async fn hostile_and_unsupported_archives_fail_with_reasons_in_words() {
             &[
                 "an old Microsoft Office document",
                 "save it as .docx",
-                "doculearn reads PDF, Word (.docx), OpenDocument text (.odt), PowerPoint (.pptx), EPUB",
+                "Word (.docx), OpenDocument text (.odt), PowerPoint (.pptx), EPUB, PNG, JPEG, TIFF and WebP images",
             ],
         ),
     ];

@@ -244,8 +244,11 @@ async fn ocr_pages(
     let kind = if ex.kind == "image" { "image" } else { "pdf" };
     let memory = settings.ocr_memory_mb.min(s.extract_budget.total_mib());
     for (k, &page) in pages.iter().enumerate() {
-        let message = if kind == "image" {
-            "OCR of the image".to_string()
+        let image_pages = ex.pages.unwrap_or(1);
+        let message = if kind == "image" && image_pages > 1 {
+            format!("OCR of the image's {image_pages} pages")
+        } else if kind == "image" {
+            "OCR page 1 of 1".to_string()
         } else {
             format!("OCR page {} of {n}", k + 1)
         };
@@ -265,7 +268,8 @@ async fn ocr_pages(
             page,
             languages: settings.ocr_languages.clone(),
             dpi: settings.ocr_dpi,
-            timeout_secs: settings.ocr_page_timeout_secs,
+            // A multi-page image is read in one run: its pages' time.
+            timeout_secs: settings.ocr_page_timeout_secs * if kind == "image" { image_pages as u64 } else { 1 },
         };
         let started = std::time::Instant::now();
         let exe = s.sandbox.as_ref().map(|sb| sb.exe.as_path());
@@ -276,10 +280,17 @@ async fn ocr_pages(
                     confidence += c as f64 * read.words as f64;
                     words += read.words;
                 }
-                if let Some(slot) = texts.get_mut(page as usize - 1) {
-                    *slot = read.text;
+                if read.by_page.len() > 1 {
+                    // Every page of a multi-page image, in order.
+                    done.extend(1..=read.by_page.len() as u32);
+                    texts = read.by_page;
+                    ex.pages = Some(texts.len() as u32);
+                } else {
+                    if let Some(slot) = texts.get_mut(page as usize - 1) {
+                        *slot = read.text;
+                    }
+                    done.push(page);
                 }
-                done.push(page);
             }
             Err(PageFailure::TimedOut) => {
                 tracing::warn!(job_id, page, "OCR page timed out");

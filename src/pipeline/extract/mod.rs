@@ -129,7 +129,8 @@ pub fn extract_bytes(bytes: &[u8], name: &str, declared_type: &str, limits: &Lim
         Kind::Image(what) if limits.ocr => Extracted {
             kind: "image".into(),
             image: Some(what.into()),
-            pages: Some(1),
+            // A multi-page TIFF is one OCR run of all its pages.
+            pages: Some(ocr::tiff_pages(bytes).min(limits.max_pages) as u32),
             page_starts: vec![0],
             ocr_pages: vec![1],
             ..Extracted::default()

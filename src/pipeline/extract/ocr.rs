@@ -22,6 +22,9 @@ pub struct OcrPage {
     /// Mean word confidence, 0–100 (None: no words).
     pub confidence: Option<f32>,
     pub words: usize,
+    /// The text of each page when the image had several (a multi-page TIFF).
+    #[serde(default)]
+    pub by_page: Vec<String>,
 }
 
 /// What `ocr-worker` writes on stdout.
@@ -50,7 +53,7 @@ pub struct OcrJob {
 /// by newlines, paragraphs and blocks by a blank line; the mean confidence
 /// of the words.
 pub fn parse_tsv(tsv: &str) -> OcrPage {
-    let mut text = String::new();
+    let mut by_page: Vec<String> = Vec::new();
     let mut last: Option<(u32, u32, u32, u32)> = None;
     let (mut sum, mut words) = (0f64, 0usize);
     for line in tsv.lines().skip(1) {
@@ -65,6 +68,13 @@ pub fn parse_tsv(tsv: &str) -> OcrPage {
         }
         let num = |i: usize| cols[i].parse::<u32>().unwrap_or(0);
         let key = (num(1), num(2), num(3), num(4));
+        // Pages are numbered from 1; a page without words stays empty.
+        let page = (key.0.max(1) as usize).min(10_000);
+        if by_page.len() < page {
+            by_page.resize(page, String::new());
+            last = None;
+        }
+        let text = &mut by_page[page - 1];
         if let Some(prev) = last {
             if (prev.0, prev.1, prev.2) != (key.0, key.1, key.2) {
                 text.push_str("\n\n");
@@ -79,14 +89,62 @@ pub fn parse_tsv(tsv: &str) -> OcrPage {
         sum += conf;
         words += 1;
     }
-    if !text.is_empty() {
-        text.push('\n');
+    for page in &mut by_page {
+        if !page.is_empty() {
+            page.push('\n');
+        }
     }
     OcrPage {
-        text,
+        text: by_page
+            .iter()
+            .map(|p| p.trim_end())
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n\n")
+            + if words > 0 { "\n" } else { "" },
         confidence: (words > 0).then(|| (sum / words as f64) as f32),
         words,
+        by_page: if by_page.len() > 1 { by_page } else { Vec::new() },
     }
+}
+
+/// Pages of a TIFF (its chain of image file directories); 1 for anything
+/// else or a broken chain.
+pub fn tiff_pages(b: &[u8]) -> usize {
+    let le = match b.get(..4) {
+        Some(b"II*\x00") => true,
+        Some(b"MM\x00*") => false,
+        _ => return 1,
+    };
+    let u16_at = |o: usize| {
+        b.get(o..o + 2).map(|s| {
+            if le {
+                u16::from_le_bytes([s[0], s[1]])
+            } else {
+                u16::from_be_bytes([s[0], s[1]])
+            }
+        })
+    };
+    let u32_at = |o: usize| {
+        b.get(o..o + 4).map(|s| {
+            let a = [s[0], s[1], s[2], s[3]];
+            if le {
+                u32::from_le_bytes(a)
+            } else {
+                u32::from_be_bytes(a)
+            }
+        })
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut offset = u32_at(4).unwrap_or(0) as usize;
+    while offset != 0 && seen.len() < 10_000 && seen.insert(offset) {
+        let Some(entries) = u16_at(offset) else { break };
+        match u32_at(offset + 2 + 12 * entries as usize) {
+            Some(next) => offset = next as usize,
+            None => break,
+        }
+    }
+    seen.len().max(1)
 }
 
 /// Runs a tool with a wall-clock limit, killing it when it overruns.
@@ -246,6 +304,26 @@ mod tests {
         assert_eq!(page.words, 4);
         assert_eq!(page.confidence, Some(75.0));
         assert_eq!(parse_tsv("header\n").confidence, None);
+        assert!(page.by_page.is_empty());
+        // A multi-page TIFF: text per page.
+        let two = "h\n5\t1\t1\t1\t1\t1\t0\t0\t1\t1\t90\tone\n5\t2\t1\t1\t1\t1\t0\t0\t1\t1\t90\ttwo\n";
+        let page = parse_tsv(two);
+        assert_eq!(page.by_page, ["one\n", "two\n"]);
+        assert_eq!(page.text, "one\n\ntwo\n");
+    }
+
+    #[test]
+    fn tiff_pages_are_counted_from_the_ifd_chain() {
+        // Little-endian, two IFDs of no entries: 8 -> 14 -> 0.
+        let mut t = b"II*\x00\x08\x00\x00\x00".to_vec();
+        t.extend([0, 0, 14, 0, 0, 0]);
+        t.extend([0, 0, 0, 0, 0, 0]);
+        assert_eq!(tiff_pages(&t), 2);
+        // A loop counts each IFD once.
+        let mut looped = b"II*\x00\x08\x00\x00\x00".to_vec();
+        looped.extend([0, 0, 8, 0, 0, 0]);
+        assert_eq!(tiff_pages(&looped), 1);
+        assert_eq!(tiff_pages(b"\x89PNG"), 1);
     }
 }
 

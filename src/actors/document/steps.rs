@@ -157,7 +157,7 @@ pub async fn extract(state: &mut DocumentState) -> Result<Next, StageError> {
         }?;
         drop(share);
         if !extracted.ocr_pages.is_empty() {
-            ocr_pages(&s, events, &job_id, &bytes, &mut extracted).await?;
+            ocr_pages(&s, events, &job_id, &source, &bytes, &mut extracted).await?;
         }
         Ok(extracted)
     };
@@ -225,6 +225,7 @@ async fn ocr_pages(
     s: &crate::services::Services,
     reporter: &mut Reporter,
     job_id: &str,
+    source: &db::DocumentSource,
     bytes: &[u8],
     ex: &mut extract::Extracted,
 ) -> Result<(), StageError> {
@@ -328,17 +329,31 @@ async fn ocr_pages(
         mean_confidence: (words > 0).then(|| (confidence / words as f64) as f32),
     });
     if ex.text.trim().is_empty() {
-        let what = match &ex.image {
-            Some(image) => format!("the file ({image})"),
-            None => "the scanned pages".into(),
-        };
-        return Err(StageError::Permanent(match failed.first() {
-            Some((_, reason)) if timed_out.is_empty() => format!("OCR could not read {what}: {reason}"),
-            _ if !timed_out.is_empty() => format!(
-                "OCR of {what} took longer than {} s a page, so no text was read",
-                settings.ocr_page_timeout_secs
-            ),
-            _ => format!("OCR found no text in {what} (it may be a picture without words, or too faint to read)"),
+        let slow = format!("took longer than {} s a page", settings.ocr_page_timeout_secs);
+        return Err(StageError::Permanent(match &ex.image {
+            // An image: say what the file is (and what it was said to be).
+            Some(image) => {
+                let name = &source.name;
+                let what = match extract::sniff::claimed_kind(name, &source.content_type) {
+                    Some(claimed) => format!("“{name}” is {image}, not {claimed}"),
+                    None => format!("“{name}” is {image}"),
+                };
+                match failed.first() {
+                    _ if !timed_out.is_empty() => format!("{what}, and its OCR {slow}, so no text was read"),
+                    Some((_, reason)) => format!("{what}, and OCR could not read it: {reason}"),
+                    None => {
+                        format!("{what}, and OCR found no text in it (a picture without words, or too faint to read)")
+                    }
+                }
+            }
+            None => match failed.first() {
+                _ if !timed_out.is_empty() => format!("OCR of the scanned pages {slow}, so no text was read"),
+                Some((_, reason)) => format!("OCR could not read the scanned pages: {reason}"),
+                None => {
+                    "OCR found no text in the scanned pages (they may be pictures without words, or too faint to read)"
+                        .into()
+                }
+            },
         }));
     }
     Ok(())

@@ -392,3 +392,27 @@ async fn a_page_that_takes_too_long_is_skipped_with_a_warning_and_ocr_off_says_s
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blank_page_is_not_sent_to_ocr() {
+    let d = Daemon::start(Opts::default()).await;
+    let user = Uuid::new_v4();
+    let token = d.token(user);
+    let words = "Only the first page has words; the second is blank on purpose";
+    let pdf = pdf_support::document(
+        &[pdf_support::text_page("F1", words, 5), b"q Q".to_vec()],
+        &[pdf_support::HELVETICA.to_vec()],
+    );
+    let (document_id, job_id) = d.upload_one(&token, "blank-page.pdf", pdf).await;
+    let job = d.wait_job(&token, &job_id, Duration::from_secs(60)).await;
+    assert_eq!(job["stage"], "completed", "{job}");
+    let (_, doc) = d.get_json(&token, &format!("/api/v1/documents/{document_id}")).await;
+    assert_eq!(doc["ocr_pages"], serde_json::json!([]), "{doc}");
+    let history = events(&d, &token, &job_id).await;
+    assert!(
+        !history
+            .iter()
+            .any(|e| e["message"].as_str().unwrap_or("").starts_with("OCR")),
+        "{history:?}"
+    );
+}

@@ -141,6 +141,8 @@ pub struct Interpreter<'a> {
     page_glyphs: usize,
     /// Glyphs of this page whose font gives them no text (no mapping).
     pub page_undecoded: usize,
+    /// Images this page draws (image XObjects and inline images).
+    pub page_images: usize,
     page_text_bytes: usize,
     page_forms: usize,
     page_ops: usize,
@@ -176,6 +178,7 @@ impl<'a> Interpreter<'a> {
             inline_fonts: HashMap::new(),
             page_glyphs: 0,
             page_undecoded: 0,
+            page_images: 0,
             max_stream_bytes,
             page_text_bytes: 0,
             page_forms: 0,
@@ -234,6 +237,7 @@ impl<'a> Interpreter<'a> {
         self.placed.clear();
         self.page_glyphs = 0;
         self.page_undecoded = 0;
+        self.page_images = 0;
         self.page_text_bytes = 0;
         self.page_forms = 0;
         self.page_ops = 0;
@@ -394,6 +398,7 @@ impl<'a> Interpreter<'a> {
                         }
                     }
                 }
+                "BI" | "EI" => self.page_images += 1,
                 "Do" => {
                     if let Some(Object::Name(name)) = args.first() {
                         self.form(resources, name, &gs, depth, visiting)?;
@@ -426,7 +431,11 @@ impl<'a> Interpreter<'a> {
             return Ok(());
         };
         let Ok(stream) = obj.as_stream() else { return Ok(()) };
-        if stream.dict.get(b"Subtype").and_then(Object::as_name).ok() != Some(b"Form".as_slice()) {
+        let subtype = stream.dict.get(b"Subtype").and_then(Object::as_name).ok();
+        if subtype == Some(b"Image".as_slice()) {
+            self.page_images += 1;
+        }
+        if subtype != Some(b"Form".as_slice()) {
             return Ok(());
         }
         if let Some(id) = id {

@@ -64,6 +64,9 @@ pub struct PageStats {
     pub glyphs: usize,
     /// Of those, glyphs whose font gives them no text (no mapping at all).
     pub undecoded: usize,
+    /// Images the page draws (image XObjects, inline images): a page
+    /// without text that draws one may be a scan.
+    pub images: usize,
 }
 
 impl PageStats {
@@ -370,6 +373,7 @@ fn extract_inner(bytes: &[u8], limits: &Limits) -> Result<Extraction, PdfError> 
         stats.push(PageStats {
             glyphs: interp.page_glyphs(),
             undecoded: interp.page_undecoded,
+            images: interp.page_images,
         });
         total_chars += text.len();
         if total_chars > limits.max_output_chars.saturating_mul(4) {

@@ -70,10 +70,12 @@ pub fn extract(bytes: &[u8], limits: &Limits) -> Result<Extracted, String> {
             page_list(&unread)
         ));
     }
-    // Pages without text (a scan, a photographed page) go to OCR; a page
-    // with a word or two of real text (a stamp, a page number) does too.
+    // Pages without text that draw an image (a scan, a photographed page)
+    // go to OCR, also with a word or two of real text (a stamped page
+    // number); a blank page does not.
     let ocr_pages: Vec<u32> = if limits.ocr {
         (0..total)
+            .filter(|&i| extraction.stats.get(i).is_some_and(|s| s.images > 0))
             .filter(|&i| extraction.pages[i].chars().filter(|c| c.is_alphanumeric()).count() < 3)
             .map(|i| i as u32 + 1)
             .collect()

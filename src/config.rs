@@ -307,7 +307,18 @@ impl Settings {
         Self::load_from(file, Env::prefixed("DOCULEARN_"))
     }
 
-    fn load_from(file: Option<&Path>, env: Env) -> Result<Settings, ConfigError> {
+    /// The address a client (`ingest`, `search`) talks to when no
+    /// `--server` is given: `http.listen` from the same layers as the
+    /// daemon's settings, without reading or checking anything else (a
+    /// client has no database URL or JWT secret, and needs none).
+    pub fn client_listen(file: Option<&Path>) -> Result<String, ConfigError> {
+        let figment = Self::layers(file, Env::prefixed("DOCULEARN_"))?;
+        figment
+            .extract_inner::<String>("http.listen")
+            .map_err(|e| invalid("http.listen", e.to_string()))
+    }
+
+    fn layers(file: Option<&Path>, env: Env) -> Result<Figment, ConfigError> {
         let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
@@ -324,7 +335,11 @@ impl Settings {
                 _ => key.replace("__", ".").into(),
             }
         });
-        figment = figment.merge(env);
+        Ok(figment.merge(env))
+    }
+
+    fn load_from(file: Option<&Path>, env: Env) -> Result<Settings, ConfigError> {
+        let figment = Self::layers(file, env)?;
         let settings: Settings = figment.extract().map_err(|e| {
             // figment reports the first error with the path to the offending key.
             let mut path = e.path.join(".");

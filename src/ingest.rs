@@ -390,3 +390,44 @@ mod tests {
         assert!(ws_url("ftp://h", "u").is_err());
     }
 }
+
+/// `doculearn search QUERY`: asks the daemon and prints the passages, best
+/// first: score, document, page, then the passage on indented lines.
+pub async fn search(server: &str, token: &str, query: &str, k: u32) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .context("cannot build the HTTP client")?;
+    let url = format!("{}/api/v1/search", server.trim_end_matches('/'));
+    let resp = http
+        .post(&url)
+        .bearer_auth(token)
+        .json(&json!({ "query": query, "k": k }))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the daemon at {server}"))?;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let reason = body["error"]["message"].as_str().unwrap_or("no reason given");
+        bail!("the daemon answered {status}: {reason}");
+    }
+    let results = body["results"].as_array().cloned().unwrap_or_default();
+    if results.is_empty() {
+        println!("no passages match “{query}”");
+        return Ok(());
+    }
+    for (i, hit) in results.iter().enumerate() {
+        let name = hit["document_name"].as_str().unwrap_or("?");
+        let page = hit["page"].as_i64().map(|p| format!(", page {p}")).unwrap_or_default();
+        let score = hit["score"].as_f64().unwrap_or(0.0);
+        println!("{}. {name}{page} (score {score:.3})", i + 1);
+        let content = hit["content"].as_str().unwrap_or("");
+        let passage: String = content.split_whitespace().collect::<Vec<_>>().join(" ");
+        let shown: String = passage.chars().take(300).collect();
+        let more = if passage.chars().count() > 300 { " …" } else { "" };
+        println!("   {shown}{more}");
+    }
+    Ok(())
+}

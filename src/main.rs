@@ -42,10 +42,29 @@ enum Command {
         #[arg(long)]
         ttl: Option<String>,
     },
+    /// Search your documents through a running daemon: the best passages,
+    /// with their document, page and score.
+    Search {
+        /// The daemon (default: http:// and http.listen, 127.0.0.1:8000).
+        #[arg(long, env = "DOCULEARN_SERVER")]
+        server: Option<String>,
+        /// Bearer token (e.g. from `doculearn token`).
+        #[arg(long, env = "DOCULEARN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Instead of --token: mint one for this user with the configured secret.
+        #[arg(long, conflicts_with = "token")]
+        user: Option<Uuid>,
+        /// How many passages (1–50).
+        #[arg(long, short, default_value_t = 5)]
+        k: u32,
+        /// What to look for (several words are one query).
+        #[arg(required = true)]
+        query: Vec<String>,
+    },
     /// Upload files through a running daemon and show live progress bars
     /// until each is completed or failed (exit status 1 if any failed).
     Ingest {
-        /// The daemon (default: http:// and the configured http.listen).
+        /// The daemon (default: http:// and http.listen, 127.0.0.1:8000).
         #[arg(long, env = "DOCULEARN_SERVER")]
         server: Option<String>,
         /// Bearer token (e.g. from `doculearn token`).
@@ -152,6 +171,33 @@ fn main() -> ExitCode {
     {
         return ingest(cli.config.as_ref(), server, token, user, &timeout, files);
     }
+    if let Command::Search {
+        server,
+        token,
+        user,
+        k,
+        query,
+    } = cli.command
+    {
+        let (server, token) = match client(cli.config.as_ref(), server, token, user, "search") {
+            Ok(c) => c,
+            Err(code) => return code,
+        };
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("cannot start the async runtime: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        return match runtime.block_on(doculearn::ingest::search(&server, &token, &query.join(" "), k)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("search: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let settings = match load(cli.config.as_ref()) {
         Ok(s) => s,
         Err(code) => return code,
@@ -193,7 +239,7 @@ fn main() -> ExitCode {
             tracing::info!(addr = %app.local_addr(), ?role, "serving");
             app.run_until_stopped().await
         }),
-        Command::ExtractWorker { .. } | Command::OcrWorker { .. } | Command::Ingest { .. } => {
+        Command::ExtractWorker { .. } | Command::OcrWorker { .. } | Command::Ingest { .. } | Command::Search { .. } => {
             unreachable!("handled above")
         }
     }
@@ -202,6 +248,49 @@ fn main() -> ExitCode {
 /// `ingest`: the settings are read only when they are needed (the default
 /// server address, or minting a token), so a client with `--server` and
 /// `--token` needs no configuration at all.
+/// The server and token of a client command. Only `--user` (minting a
+/// token with the configured secret) reads and checks the daemon's whole
+/// configuration; otherwise a client needs nothing but a token.
+fn client(
+    config: Option<&PathBuf>,
+    server: Option<String>,
+    token: Option<String>,
+    user: Option<Uuid>,
+    command: &str,
+) -> Result<(String, String), ExitCode> {
+    let server = match server {
+        Some(s) => s,
+        None => match Settings::client_listen(config.map(PathBuf::as_path)) {
+            Ok(listen) => format!("http://{listen}"),
+            Err(e) => {
+                eprintln!("{e}");
+                return Err(ExitCode::from(2));
+            }
+        },
+    };
+    let token = match (token, user) {
+        (Some(t), _) => t,
+        (None, Some(user)) => {
+            let settings = load(config)?;
+            let minted = doculearn::http::auth::AuthKeys::from_settings(&settings.auth)
+                .map_err(|e| e.to_string())
+                .and_then(|keys| keys.try_mint(user, false, settings.auth.token_ttl_secs as i64));
+            match minted {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Err(ExitCode::from(2));
+                }
+            }
+        }
+        (None, None) => {
+            eprintln!("{command}: give --token (or DOCULEARN_TOKEN), or --user to mint one with the configured secret");
+            return Err(ExitCode::from(2));
+        }
+    };
+    Ok((server, token))
+}
+
 fn ingest(
     config: Option<&PathBuf>,
     server: Option<String>,
@@ -221,37 +310,9 @@ fn ingest(
             return ExitCode::from(2);
         }
     };
-    let settings = if server.is_none() || user.is_some() {
-        match load(config) {
-            Ok(s) => Some(s),
-            Err(code) => return code,
-        }
-    } else {
-        None
-    };
-    let server = server.unwrap_or_else(|| {
-        let listen = settings.as_ref().expect("loaded above").http.listen;
-        format!("http://{listen}")
-    });
-    let token = match (token, user) {
-        (Some(t), _) => t,
-        (None, Some(user)) => {
-            let settings = settings.as_ref().expect("loaded above");
-            let minted = doculearn::http::auth::AuthKeys::from_settings(&settings.auth)
-                .map_err(|e| e.to_string())
-                .and_then(|keys| keys.try_mint(user, false, settings.auth.token_ttl_secs as i64));
-            match minted {
-                Ok(t) => t,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(2);
-                }
-            }
-        }
-        (None, None) => {
-            eprintln!("ingest: give --token (or DOCULEARN_TOKEN), or --user to mint one with the configured secret");
-            return ExitCode::from(2);
-        }
+    let (server, token) = match client(config, server, token, user, "ingest") {
+        Ok(c) => c,
+        Err(code) => return code,
     };
     let args = doculearn::ingest::IngestArgs {
         server,

@@ -200,3 +200,91 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+fn cli(command: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_doculearn"));
+    cmd.arg(command).args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DOCULEARN_") {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("run doculearn")
+}
+
+/// From a fresh shell: a token and the address are all a client needs (no
+/// JWT secret, no database URL, no --server: the address comes from
+/// DOCULEARN_SERVER or http.listen); `search` prints the passages.
+#[tokio::test]
+async fn clients_need_only_a_token_and_search_prints_passages() {
+    let d = Daemon::start(Opts::default()).await;
+    let user = Uuid::new_v4();
+    let token = d.token(user);
+    let txt = corpus_file("debian-manifesto.txt");
+    let listen = d.addr.to_string();
+    // The address from the layered http.listen, nothing else configured.
+    let out = cli(
+        "ingest",
+        &["--token", &token, txt.to_str().unwrap()],
+        &[("DOCULEARN_HTTP__LISTEN", &listen)],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("debian-manifesto.txt"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // The address from DOCULEARN_SERVER, the token from DOCULEARN_TOKEN.
+    let server = format!("http://{listen}");
+    let out = cli(
+        "search",
+        &["-k", "2", "Debian", "will", "be", "distributed"],
+        &[("DOCULEARN_SERVER", &server), ("DOCULEARN_TOKEN", &token)],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.starts_with("1. debian-manifesto.txt (score "), "{stdout}");
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+            .count(),
+        2,
+        "{stdout}"
+    );
+
+    // Another user's search finds nothing of it.
+    let stranger = d.token(Uuid::new_v4());
+    let out = cli("search", &["--server", &server, "--token", &stranger, "Debian"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("no passages match"), "{}", text(&out.stdout));
+
+    // No token: said in one line, exit status 2; a bad token: the daemon's reason.
+    let out = cli("search", &["--server", &server, "Debian"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("search: give --token"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = cli(
+        "search",
+        &["--server", &server, "--token", "not-a-token", "Debian"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("401"), "{}", text(&out.stderr));
+}

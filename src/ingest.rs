@@ -375,22 +375,6 @@ async fn upload(
         .ok_or_else(|| "the daemon's answer has no job id".to_string())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subject_and_socket_url() {
-        // {"sub":"u-1"} as base64url, no padding.
-        let token = "x.eyJzdWIiOiJ1LTEifQ.y";
-        assert_eq!(token_subject(token).unwrap(), "u-1");
-        assert!(token_subject("nonsense").is_err());
-        assert_eq!(ws_url("http://h:1/", "u").unwrap(), "ws://h:1/api/v1/ws/u");
-        assert_eq!(ws_url("https://h", "u").unwrap(), "wss://h/api/v1/ws/u");
-        assert!(ws_url("ftp://h", "u").is_err());
-    }
-}
-
 /// `doculearn search QUERY`: asks the daemon and prints the passages, best
 /// first: score, document, page, then the passage on indented lines.
 pub async fn search(server: &str, token: &str, query: &str, k: u32) -> anyhow::Result<()> {
@@ -430,4 +414,20 @@ pub async fn search(server: &str, token: &str, query: &str, k: u32) -> anyhow::R
         println!("   {shown}{more}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_and_socket_url() {
+        // {"sub":"u-1"} as base64url, no padding.
+        let token = "x.eyJzdWIiOiJ1LTEifQ.y";
+        assert_eq!(token_subject(token).unwrap(), "u-1");
+        assert!(token_subject("nonsense").is_err());
+        assert_eq!(ws_url("http://h:1/", "u").unwrap(), "ws://h:1/api/v1/ws/u");
+        assert_eq!(ws_url("https://h", "u").unwrap(), "wss://h/api/v1/ws/u");
+        assert!(ws_url("ftp://h", "u").is_err());
+    }
 }

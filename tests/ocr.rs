@@ -416,3 +416,76 @@ async fn a_blank_page_is_not_sent_to_ocr() {
         "{history:?}"
     );
 }
+
+/// Processes whose parent is `pid` (every thread's children).
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(list) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(list.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+        }
+    }
+    out
+}
+
+fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.split(") ").nth(1).unwrap_or("").starts_with('Z'))
+        .unwrap_or(false)
+}
+
+/// Cancelling a job in the middle of a page ends the OCR worker and the
+/// tools it runs (they are its process group), not only the worker.
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_a_job_mid_page_leaves_no_ocr_tool_running() {
+    let d = Daemon::start(
+        Opts::default()
+            .with("DOCULEARN_PIPELINE__OCR_DPI", 600)
+            .with("DOCULEARN_PIPELINE__OCR_PAGE_TIMEOUT_SECS", 120),
+    )
+    .await;
+    let user = Uuid::new_v4();
+    let token = d.token(user);
+    let (_, job_id) = d
+        .upload_one(
+            &token,
+            "huckfinn.pdf",
+            std::fs::read(corpus_file("scan-huckfinn-page-image-only.pdf")).unwrap(),
+        )
+        .await;
+    // Wait until the worker runs a tool.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let tools = loop {
+        let workers: Vec<u32> = children(d.pid())
+            .into_iter()
+            .filter(|p| cmdline(*p).contains("ocr-worker"))
+            .collect();
+        let tools: Vec<u32> = workers.iter().flat_map(|w| children(*w)).collect();
+        if !tools.is_empty() {
+            break tools;
+        }
+        assert!(Instant::now() < deadline, "no OCR tool started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (status, body) = d
+        .post_json(&token, &format!("/api/v1/jobs/{job_id}/cancel"), &serde_json::json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tools.iter().any(|p| alive(*p)) {
+        assert!(
+            Instant::now() < deadline,
+            "OCR tools still running after the cancel: {:?}",
+            tools.iter().map(|p| cmdline(*p)).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -327,6 +327,17 @@ mod tests {
     }
 }
 
+/// Kills a process group when dropped (nothing is left once it ended).
+struct KillGroup(Option<u32>);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
 /// Why one page could not be OCR'd.
 #[derive(Debug)]
 pub enum PageFailure {
@@ -364,7 +375,11 @@ pub async fn page(exe: Option<&Path>, bytes: &[u8], job: &OcrJob, memory_mb: u64
         };
     };
     let job_json = serde_json::to_string(job).expect("job serializes");
+    // The worker leads its own process group, so that when the page is
+    // given up (its time is up, or the job is cancelled and this future
+    // dropped) pdftoppm and tesseract end with it, not only the worker.
     let mut child = tokio::process::Command::new(exe)
+        .process_group(0)
         .arg("ocr-worker")
         .arg("--job")
         .arg(&job_json)
@@ -378,6 +393,7 @@ pub async fn page(exe: Option<&Path>, bytes: &[u8], job: &OcrJob, memory_mb: u64
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| PageFailure::Failed(format!("the OCR worker could not be started ({e})")))?;
+    let _group = KillGroup(child.id());
     let mut stdin = child.stdin.take().expect("piped");
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");

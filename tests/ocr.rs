@@ -63,15 +63,6 @@ fn recall(ocr: &str, known: &str) -> f64 {
     pdftext::token_recall(ocr, &words.join(" "))
 }
 
-async fn chunks(d: &Daemon, document_id: &str) -> Vec<(String, Option<i32>)> {
-    let pool = d.db().await;
-    sqlx::query_as("SELECT content, page FROM chunks WHERE document_id = $1::uuid ORDER BY chunk_index")
-        .bind(document_id)
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-}
-
 fn text_of(stored: &[(String, Option<i32>)], page: Option<i32>) -> String {
     stored
         .iter()
@@ -116,7 +107,7 @@ async fn a_scanned_pdf_and_images_are_read_by_ocr_with_progress_per_page() {
     let confidence = doc["ocr_confidence"].as_f64().expect("a confidence");
     eprintln!("FIGURE huckfinn scan: mean confidence {confidence:.1}");
     assert!(confidence > 60.0, "{doc}");
-    let text = text_of(&chunks(&d, &document_id).await, Some(1));
+    let text = text_of(&d.chunks(&document_id).await, Some(1));
     assert!(text.contains("MISS WATSON") && text.contains("Miss Watson"), "{text}");
     let history = events(&d, &token, &job_id).await;
     assert!(
@@ -139,7 +130,7 @@ async fn a_scanned_pdf_and_images_are_read_by_ocr_with_progress_per_page() {
         let (document_id, job_id) = d.upload_one(&token, name, bytes).await;
         let job = d.wait_job(&token, &job_id, Duration::from_secs(120)).await;
         assert_eq!(job["stage"], "completed", "{name}: {job}");
-        let text = text_of(&chunks(&d, &document_id).await, None);
+        let text = text_of(&d.chunks(&document_id).await, None);
         let r = recall(&text, &known);
         eprintln!(
             "FIGURE {name}: word recall {r:.3} against the page's text layer, job in {:.1} s",
@@ -206,7 +197,7 @@ async fn a_multi_page_tiff_is_read_page_by_page() {
     let (_, doc) = d.get_json(&token, &format!("/api/v1/documents/{document_id}")).await;
     assert_eq!(doc["pages"], 2, "{doc}");
     assert_eq!(doc["ocr_pages"], serde_json::json!([1, 2]), "{doc}");
-    let stored = chunks(&d, &document_id).await;
+    let stored = d.chunks(&document_id).await;
     // Both pages are the same page: every word of it twice. (A chunk is
     // tagged with the page it starts on, so page 2's first lines sit in a
     // chunk of page 1.)
@@ -323,7 +314,7 @@ async fn a_mixed_pdf_keeps_its_text_layer_and_reads_its_scans_upright_or_sideway
     assert_eq!(job["warnings"], serde_json::json!([]), "{job}");
     let (_, doc) = d.get_json(&token, &format!("/api/v1/documents/{document_id}")).await;
     assert_eq!(doc["ocr_pages"], serde_json::json!([2, 3]), "{doc}");
-    let stored = chunks(&d, &document_id).await;
+    let stored = d.chunks(&document_id).await;
     assert!(text_of(&stored, Some(1)).contains(words), "the text layer is kept");
     let known = known_text();
     let upright = recall(&text_of(&stored, Some(2)), &known);

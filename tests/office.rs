@@ -22,15 +22,6 @@ fn office(name: &str) -> Vec<u8> {
     .unwrap()
 }
 
-async fn chunks(d: &Daemon, document_id: &str) -> Vec<(String, Option<i32>)> {
-    let pool = d.db().await;
-    sqlx::query_as("SELECT content, page FROM chunks WHERE document_id = $1::uuid ORDER BY chunk_index")
-        .bind(document_id)
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn office_documents_and_e_books_are_read_chunked_and_searchable() {
     let d = Daemon::start(Opts::default()).await;
@@ -57,7 +48,7 @@ async fn office_documents_and_e_books_are_read_chunked_and_searchable() {
         if kind == "pptx" {
             pptx_id = Some(serde_json::Value::String(document_id.clone()));
         }
-        let stored = chunks(&d, &document_id).await;
+        let stored = d.chunks(&document_id).await;
         let text: String = stored.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>().join("\n");
         assert!(text.contains(phrase), "{name}: “{phrase}” not in its chunks");
         match kind {

@@ -292,6 +292,16 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The stored chunks of a document: content and page, in order.
+    pub async fn chunks(&self, document_id: &str) -> Vec<(String, Option<i32>)> {
+        let pool = self.db().await;
+        sqlx::query_as("SELECT content, page FROM chunks WHERE document_id = $1::uuid ORDER BY chunk_index")
+            .bind(document_id)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

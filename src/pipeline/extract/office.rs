@@ -284,37 +284,21 @@ impl Lines {
     }
 }
 
-/// WordprocessingML body text: `w:t` runs, tabs and breaks, paragraphs
-/// (headings and list items included) as lines, table cells by tabs.
-fn wordprocessing_text(xml: &[u8], part: &str) -> Result<String, String> {
+/// Office Open XML text, of WordprocessingML (`word`: `w:t` runs, tabs,
+/// breaks, list items) or DrawingML (slides and notes: `a:t` runs and
+/// breaks; its `a:tab` elements are tab stops, not tabs): paragraphs and
+/// table rows as lines, table cells separated by tabs.
+fn ooxml_text(xml: &[u8], part: &str, word: bool) -> Result<String, String> {
     let mut lines = Lines::default();
     let mut in_text = false;
     walk(xml, part, |step| match step {
         Step::Open(b"t", _) => in_text = true,
         Step::Close(b"t") => in_text = false,
         Step::Text(t) if in_text => lines.push(&t),
-        Step::Empty(b"tab", _) | Step::Open(b"tab", _) => lines.push("\t"),
-        Step::Empty(b"br" | b"cr", _) | Step::Open(b"br" | b"cr", _) => lines.push("\n"),
-        Step::Empty(b"numPr", _) | Step::Open(b"numPr", _) => lines.push("• "),
-        Step::Close(b"p") => lines.end_paragraph(),
-        Step::Open(b"tc", _) => lines.open_cell(),
-        Step::Close(b"tc") => lines.close_cell(),
-        Step::Close(b"tr") => lines.end_line(),
-        _ => {}
-    })?;
-    Ok(lines.finish())
-}
-
-/// DrawingML text (slides, notes): `a:t` runs, paragraphs as lines.
-fn drawing_text(xml: &[u8], part: &str) -> Result<String, String> {
-    let mut lines = Lines::default();
-    let mut in_text = false;
-    walk(xml, part, |step| match step {
-        Step::Open(b"t", _) => in_text = true,
-        Step::Close(b"t") => in_text = false,
-        Step::Text(t) if in_text => lines.push(&t),
+        Step::Empty(b"tab", _) | Step::Open(b"tab", _) if word => lines.push("\t"),
         // DrawingML breaks carry run properties: <a:br><a:rPr/></a:br>.
-        Step::Empty(b"br", _) | Step::Open(b"br", _) => lines.push("\n"),
+        Step::Empty(b"br" | b"cr", _) | Step::Open(b"br" | b"cr", _) => lines.push("\n"),
+        Step::Empty(b"numPr", _) | Step::Open(b"numPr", _) if word => lines.push("• "),
         Step::Close(b"p") => lines.end_paragraph(),
         Step::Open(b"tc", _) => lines.open_cell(),
         Step::Close(b"tc") => lines.close_cell(),
@@ -398,11 +382,11 @@ fn rels_of(part: &str) -> String {
 
 fn docx(archive: &mut Archive<'_>) -> Result<Vec<String>, String> {
     let body = archive.require("word/document.xml", "the Word document")?;
-    let mut text = wordprocessing_text(&body, "word/document.xml")?;
+    let mut text = ooxml_text(&body, "word/document.xml", true)?;
     // Footnotes and endnotes follow the body, as a reader meets them.
     for part in ["word/footnotes.xml", "word/endnotes.xml"] {
         if let Some(xml) = archive.read(part)? {
-            let notes = wordprocessing_text(&xml, part)?;
+            let notes = ooxml_text(&xml, part, true)?;
             if !notes.trim().is_empty() {
                 text.push('\n');
                 text.push_str(&notes);
@@ -439,14 +423,14 @@ fn pptx(archive: &mut Archive<'_>) -> Result<Vec<String>, String> {
         let Some(xml) = archive.read(&part)? else {
             continue;
         };
-        let mut text = drawing_text(&xml, &part)?;
+        let mut text = ooxml_text(&xml, &part, false)?;
         let slide_rels = rels_of(&part);
         if let Some(rels_xml) = archive.read(&slide_rels)? {
             for (_, target, kind) in relationships(&rels_xml, &slide_rels)? {
                 if kind.ends_with("/notesSlide") {
                     let notes_part = resolve(&part, &target);
                     if let Some(notes) = archive.read(&notes_part)? {
-                        let notes = drawing_text(&notes, &notes_part)?;
+                        let notes = ooxml_text(&notes, &notes_part, false)?;
                         // The notes page repeats the slide number; keep its prose.
                         let notes: Vec<&str> = notes.lines().filter(|l| l.trim().parse::<u32>().is_err()).collect();
                         if !notes.is_empty() {

@@ -81,7 +81,9 @@ pub fn implausible(text: &str, guessed: bool) -> Option<String> {
             c.junk * 100 / c.visible
         ));
     }
-    if c.visible >= 64 && c.top * 2 >= c.visible {
+    // One character over and over: half of all, and (almost) nothing else.
+    // A table of contents is half dot leaders but has the words too.
+    if c.visible >= 64 && c.top * 2 >= c.visible && (c.distinct <= 4 || c.top * 10 >= c.visible * 9) {
         return Some("it is one character repeated".into());
     }
     if c.visible >= 64 && c.letters == 0 {
@@ -146,6 +148,17 @@ mod tests {
         for s in &samples {
             assert_eq!(implausible(s, true), None, "{}", &s[..40]);
         }
+        // A text that begins with a long table of contents: half of its
+        // first characters are dot leaders.
+        let toc: String = (1..400)
+            .map(|i| {
+                format!(
+                    "{i} Section {i} . . . . . . . . . . . . . . . . . . . . . . . . . . . . . {}\n",
+                    i * 3
+                )
+            })
+            .collect();
+        assert_eq!(implausible(&toc, false), None);
         // A real windows-1251 text file decodes and passes.
         let (text, enc) = decode(&encoding_rs::WINDOWS_1251.encode(&samples[1]).0, None);
         assert_eq!(enc, "windows-1251");

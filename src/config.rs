@@ -29,8 +29,24 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub pipeline: PipelineSettings,
     pub embedding: EmbeddingSettings,
+    pub reembed: ReembedSettings,
     pub indexing: IndexingSettings,
     pub faults: FaultSettings,
+}
+
+/// Re-embedding after a change of `embedding` settings (see `crate::reembed`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReembedSettings {
+    /// Queue the re-embed of every document on another model at start-up.
+    pub on_start: bool,
+    /// How to reach the model documents were embedded with before, to
+    /// answer queries with until the switch: "" guesses from its name (the
+    /// local model and the feature hash need nothing; a remote model is
+    /// assumed to be on the configured provider).
+    pub previous_provider: String,
+    pub previous_base_url: String,
+    pub previous_api_key: SecretString,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -473,6 +489,12 @@ impl Settings {
                 return Err(invalid("embedding.threads", "must be between 0 (every core) and 1024"));
             }
             _ => {}
+        }
+        if !["", "local", "openai", "ollama", "hash"].contains(&self.reembed.previous_provider.as_str()) {
+            return Err(invalid(
+                "reembed.previous_provider",
+                "must be \"\" (guess from the model's name), \"local\", \"openai\", \"ollama\" or \"hash\"",
+            ));
         }
         for (setting, value) in [
             ("faults.panic_in_stage", &self.faults.panic_in_stage),

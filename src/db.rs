@@ -428,13 +428,15 @@ pub struct IdleJob {
     pub document_name: Option<String>,
     /// Ever put into Redis (held jobs and jobs a caller has yet to enqueue are not).
     pub enqueued: bool,
+    /// The arq function the job row runs.
+    pub function: String,
 }
 
 /// Unfinished jobs whose last event is older than `min_idle`, longest idle first.
 pub async fn idle_jobs(pool: &PgPool, min_idle: std::time::Duration) -> Result<Vec<IdleJob>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT j.job_id, j.stage, j.attempt, j.progress, EXTRACT(EPOCH FROM (now() - j.last_update))::float8 AS idle, \
-                j.user_id, j.document_id, j.batch_id, d.name, j.enqueued_at IS NOT NULL AS enqueued \
+                j.user_id, j.document_id, j.batch_id, d.name, j.enqueued_at IS NOT NULL AS enqueued, j.function \
          FROM job_progress j LEFT JOIN documents d ON d.id = j.document_id \
          WHERE j.stage NOT IN ('completed', 'failed') AND j.document_id IS NOT NULL \
            AND j.last_update < now() - make_interval(secs => $1) \
@@ -456,6 +458,7 @@ pub async fn idle_jobs(pool: &PgPool, min_idle: std::time::Duration) -> Result<V
                 batch_id: r.try_get("batch_id")?,
                 document_name: r.try_get("name")?,
                 enqueued: r.try_get("enqueued")?,
+                function: r.try_get("function")?,
             })
         })
         .collect()
@@ -680,6 +683,7 @@ pub fn history_many<'a>(
 pub async fn replace_chunks(
     tx: &mut sqlx::PgConnection,
     document_id: Uuid,
+    model_id: i32,
     copy: &[u8],
     count: usize,
     pages: Option<u32>,
@@ -688,23 +692,261 @@ pub async fn replace_chunks(
         .bind(document_id)
         .execute(&mut *tx)
         .await?;
+    copy_chunk_rows(tx, copy).await?;
+    sqlx::query(
+        "UPDATE documents SET chunk_count = $2, pages = COALESCE($3, pages), search_model_id = $4, \
+         updated_at = now() WHERE id = $1",
+    )
+    .bind(document_id)
+    .bind(count as i32)
+    .bind(pages.map(|p| p as i32))
+    .bind(model_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Sends binary COPY rows into `chunks` in pieces of 1 MiB.
+async fn copy_chunk_rows(tx: &mut sqlx::PgConnection, copy: &[u8]) -> Result<(), sqlx::Error> {
     let mut sink = tx
         .copy_in_raw(
             "COPY chunks (document_id, chunk_index, content, page, model_id, engine_id, embedding) FROM STDIN (FORMAT binary)",
         )
         .await?;
-    // Sent in pieces of 1 MiB (COPY data may be split anywhere).
     for piece in copy.chunks(1 << 20) {
         sink.send(piece).await?;
     }
     sink.finish().await?;
-    sqlx::query("UPDATE documents SET chunk_count = $2, pages = COALESCE($3, pages), updated_at = now() WHERE id = $1")
+    Ok(())
+}
+
+/// A re-embed's store: the document's vectors of `model_id` are replaced by
+/// these; other models' vectors (what search uses until the switch) and the
+/// document's row stay as they are.
+pub async fn replace_model_chunks(
+    tx: &mut sqlx::PgConnection,
+    document_id: Uuid,
+    model_id: i32,
+    copy: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM chunks WHERE document_id = $1 AND model_id = $2")
         .bind(document_id)
-        .bind(count as i32)
-        .bind(pages.map(|p| p as i32))
+        .bind(model_id)
         .execute(&mut *tx)
         .await?;
-    Ok(())
+    copy_chunk_rows(tx, copy).await
+}
+
+// ---------------------------------------------------------------- re-embedding
+
+/// The model search uses for a document and its name, if it has vectors.
+pub async fn document_search_model(pool: &PgPool, document_id: Uuid) -> Result<Option<(i32, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT m.id, m.name FROM documents d JOIN embedding_models m ON m.id = d.search_model_id WHERE d.id = $1",
+    )
+    .bind(document_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// A document's stored chunks of one model, in order (text and page only).
+pub async fn model_chunks(
+    pool: &PgPool,
+    document_id: Uuid,
+    model_id: i32,
+) -> Result<Vec<crate::pipeline::chunk::Chunk>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT chunk_index, content, page FROM chunks WHERE document_id = $1 AND model_id = $2 ORDER BY chunk_index",
+    )
+    .bind(document_id)
+    .bind(model_id)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(crate::pipeline::chunk::Chunk {
+                index: r.try_get("chunk_index")?,
+                text: r.try_get("content")?,
+                page: r.try_get("page")?,
+            })
+        })
+        .collect()
+}
+
+/// Every model some document is searched with: (id, name, dimension).
+pub async fn search_models_in_use(pool: &PgPool) -> Result<Vec<(i32, String, i32)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT m.id, m.name, m.dimension FROM embedding_models m \
+         WHERE EXISTS (SELECT 1 FROM documents d WHERE d.search_model_id = m.id) ORDER BY m.id",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// The models search uses for a user's documents.
+pub async fn user_search_models(
+    conn: impl Executor<'_, Database = Postgres>,
+    user: Uuid,
+) -> Result<Vec<i32>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT search_model_id FROM documents WHERE owner_id = $1 AND search_model_id IS NOT NULL ORDER BY 1",
+    )
+    .bind(user)
+    .fetch_all(conn)
+    .await
+}
+
+/// A document to re-embed, with its job.
+#[derive(Debug, sqlx::FromRow)]
+pub struct ReembedCandidate {
+    pub document_id: Uuid,
+    pub owner_id: Uuid,
+    pub name: String,
+    pub batch_id: Option<Uuid>,
+    pub job_id: String,
+    pub stage: String,
+    pub function: String,
+    /// The model search uses for it now.
+    pub model: String,
+}
+
+/// Documents searched with another model than `model_id` that have no
+/// vectors of `model_id` yet (of one user, or everyone's).
+pub async fn reembed_candidates(
+    pool: &PgPool,
+    model_id: i32,
+    user: Option<Uuid>,
+) -> Result<Vec<ReembedCandidate>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT d.id AS document_id, d.owner_id, d.name, d.batch_id, j.job_id, j.stage, j.function, m.name AS model \
+         FROM documents d JOIN job_progress j ON j.document_id = d.id \
+         JOIN embedding_models m ON m.id = d.search_model_id \
+         WHERE d.search_model_id <> $1 AND ($2::uuid IS NULL OR d.owner_id = $2) \
+           AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.document_id = d.id AND c.model_id = $1) \
+         ORDER BY d.created_at, d.id LIMIT 100000",
+    )
+    .bind(model_id)
+    .bind(user)
+    .fetch_all(pool)
+    .await
+}
+
+/// Users with documents still searched with another model than `model_id`.
+pub async fn users_off_model(pool: &PgPool, model_id: i32, user: Option<Uuid>) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT owner_id FROM documents WHERE search_model_id <> $1 AND ($2::uuid IS NULL OR owner_id = $2)",
+    )
+    .bind(model_id)
+    .bind(user)
+    .fetch_all(pool)
+    .await
+}
+
+/// If every document of the user searched with another model has vectors
+/// of `model_id`, moves them all to `model_id` and drops every other
+/// model's vectors of the user's documents, in one transaction (serialised
+/// per user). Returns (documents moved, vectors dropped).
+pub async fn switch_search_model(pool: &PgPool, user: Uuid, model_id: i32) -> Result<Option<(u64, u64)>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('doculearn:switch:' || $1::text, 0))")
+        .bind(user)
+        .execute(&mut *tx)
+        .await?;
+    let remaining: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM documents d WHERE d.owner_id = $1 AND d.search_model_id <> $2 \
+         AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.document_id = d.id AND c.model_id = $2)",
+    )
+    .bind(user)
+    .bind(model_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if remaining > 0 {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    let moved = sqlx::query(
+        "UPDATE documents SET search_model_id = $2, updated_at = now() WHERE owner_id = $1 AND search_model_id <> $2",
+    )
+    .bind(user)
+    .bind(model_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if moved == 0 {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    let dropped = sqlx::query(
+        "DELETE FROM chunks c USING documents d WHERE c.document_id = d.id AND d.owner_id = $1 AND c.model_id <> $2",
+    )
+    .bind(user)
+    .bind(model_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(Some((moved, dropped)))
+}
+
+/// Puts a completed or failed job back to `queued` to run `function` (held
+/// for admission, as [`requeue`]); returns its attempt.
+pub async fn requeue_as(pool: &PgPool, owner: Uuid, job_id: &str, function: &str) -> Result<Option<i32>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE job_progress SET stage = 'queued', progress = 0, error = NULL, failed_stage = NULL, \
+         completed_at = NULL, last_update = now(), enqueued_at = NULL, managed = true, function = $3 \
+         WHERE job_id = $1 AND user_id = $2 AND stage IN ('failed', 'completed') RETURNING attempt",
+    )
+    .bind(job_id)
+    .bind(owner)
+    .bind(function)
+    .fetch_optional(pool)
+    .await
+}
+
+pub struct ReembedStatus {
+    /// (model name, documents searched with it)
+    pub by_model: Vec<(String, i64)>,
+    pub on_model: i64,
+    /// Documents still searched with another model.
+    pub remaining: i64,
+    /// Re-embed jobs queued or running.
+    pub pending: i64,
+    /// Re-embed jobs that failed (a new start re-runs them).
+    pub failed: i64,
+}
+
+pub async fn reembed_status(pool: &PgPool, model_id: i32, user: Option<Uuid>) -> Result<ReembedStatus, sqlx::Error> {
+    let by_model: Vec<(i32, String, i64)> = sqlx::query_as(
+        "SELECT m.id, m.name, count(*) FROM documents d JOIN embedding_models m ON m.id = d.search_model_id \
+         WHERE ($1::uuid IS NULL OR d.owner_id = $1) GROUP BY m.id, m.name ORDER BY m.id",
+    )
+    .bind(user)
+    .fetch_all(pool)
+    .await?;
+    let (pending, failed): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE stage NOT IN ('completed', 'failed')), count(*) FILTER (WHERE stage = 'failed') \
+         FROM job_progress WHERE function = 'reembed_document' AND ($1::uuid IS NULL OR user_id = $1)",
+    )
+    .bind(user)
+    .fetch_one(pool)
+    .await?;
+    let on_model = by_model
+        .iter()
+        .filter(|(id, ..)| *id == model_id)
+        .map(|(.., n)| n)
+        .sum();
+    let remaining = by_model
+        .iter()
+        .filter(|(id, ..)| *id != model_id)
+        .map(|(.., n)| n)
+        .sum();
+    Ok(ReembedStatus {
+        by_model: by_model.into_iter().map(|(_, name, n)| (name, n)).collect(),
+        on_model,
+        remaining,
+        pending,
+        failed,
+    })
 }
 
 /// Answers when the database does.
@@ -834,20 +1076,30 @@ pub async fn active_managed_jobs(tx: &mut sqlx::PgConnection, user: Uuid) -> Res
     .await
 }
 
-/// Up to `limit` of the user's held jobs, oldest first, locked: (job id, document id).
+/// Up to `limit` of the user's held jobs, oldest first, locked: (job id,
+/// document id, function).
 pub async fn held_jobs(
     tx: &mut sqlx::PgConnection,
     user: Uuid,
     limit: i64,
-) -> Result<Vec<(String, Uuid)>, sqlx::Error> {
+) -> Result<Vec<(String, Uuid, String)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT job_id, document_id FROM job_progress WHERE user_id = $1 AND managed AND enqueued_at IS NULL \
+        "SELECT job_id, document_id, function FROM job_progress WHERE user_id = $1 AND managed AND enqueued_at IS NULL \
          AND stage = 'queued' AND document_id IS NOT NULL ORDER BY created_at, job_id LIMIT $2 FOR UPDATE SKIP LOCKED",
     )
     .bind(user)
     .bind(limit)
     .fetch_all(&mut *tx)
     .await
+}
+
+/// The arq function a job row runs (`process_document` for a row that does not exist).
+pub async fn job_function(conn: &mut sqlx::PgConnection, job_id: &str) -> Result<String, sqlx::Error> {
+    let f: Option<String> = sqlx::query_scalar("SELECT function FROM job_progress WHERE job_id = $1")
+        .bind(job_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(f.unwrap_or_else(|| crate::jobs::PROCESS_DOCUMENT.to_string()))
 }
 
 pub async fn mark_enqueued(tx: &mut sqlx::PgConnection, job_id: &str) -> Result<(), sqlx::Error> {
@@ -869,9 +1121,9 @@ pub async fn users_with_held_jobs(pool: &PgPool) -> Result<Vec<Uuid>, sqlx::Erro
 }
 
 /// (document, owner) of a managed job that has not ended: one we may rebuild.
-pub async fn unfinished_managed_job(pool: &PgPool, job_id: &str) -> Result<Option<(Uuid, Uuid)>, sqlx::Error> {
+pub async fn unfinished_managed_job(pool: &PgPool, job_id: &str) -> Result<Option<(Uuid, Uuid, String)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT document_id, user_id FROM job_progress WHERE job_id = $1 AND managed \
+        "SELECT document_id, user_id, function FROM job_progress WHERE job_id = $1 AND managed \
          AND document_id IS NOT NULL AND stage NOT IN ('completed', 'failed')",
     )
     .bind(job_id)
@@ -1042,8 +1294,26 @@ pub struct SearchHit {
 /// (with pgvector's iterative scan, so the owner filter cannot starve it)
 /// for indexed rows, an exact scan for the caller's rows still waiting for
 /// the indexer, merged by distance.
+/// A search's transaction: one snapshot (REPEATABLE READ) for the lookup
+/// of the user's models and every query, so a model switch committing in
+/// between is seen wholly or not at all; pgvector's iterative scan on.
+pub async fn begin_search(pool: &PgPool) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SET LOCAL hnsw.ef_search = 100").execute(&mut *tx).await?;
+    Ok(tx)
+}
+
+/// The best chunks of the owner's documents searched with `model_id`
+/// (`documents.search_model_id`), inside [`begin_search`]'s transaction.
+#[allow(clippy::too_many_arguments)]
 pub async fn search(
-    pool: &PgPool,
+    tx: &mut sqlx::PgConnection,
     owner: Uuid,
     model_id: i32,
     dimension: usize,
@@ -1051,11 +1321,6 @@ pub async fn search(
     k: i64,
     document_ids: Option<&[Uuid]>,
 ) -> Result<Vec<SearchHit>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("SET LOCAL hnsw.ef_search = 100").execute(&mut *tx).await?;
     // model_id and dimension are integers written into the text (from the
     // database and from typed config), so the planner can match the
     // partial indexes, whose predicates name them.
@@ -1064,14 +1329,14 @@ pub async fn search(
            SELECT c.document_id, d.name, c.chunk_index, c.page, c.content, \
                   c.embedding::vector({dimension}) <=> $1::vector({dimension}) AS distance \
            FROM chunks c JOIN documents d ON d.id = c.document_id \
-           WHERE c.model_id = {model_id} AND c.indexed AND d.owner_id = $2 \
+           WHERE c.model_id = {model_id} AND c.indexed AND d.owner_id = $2 AND d.search_model_id = {model_id} \
              AND ($4::uuid[] IS NULL OR c.document_id = ANY($4)) \
            ORDER BY c.embedding::vector({dimension}) <=> $1::vector({dimension}) LIMIT $3), \
          recent AS ( \
            SELECT c.document_id, d.name, c.chunk_index, c.page, c.content, \
                   c.embedding::vector({dimension}) <=> $1::vector({dimension}) AS distance \
            FROM documents d JOIN chunks c ON c.document_id = d.id AND NOT c.indexed \
-           WHERE c.model_id = {model_id} AND d.owner_id = $2 \
+           WHERE c.model_id = {model_id} AND d.owner_id = $2 AND d.search_model_id = {model_id} \
              AND ($4::uuid[] IS NULL OR c.document_id = ANY($4)) \
            ORDER BY distance LIMIT $3) \
          SELECT document_id, name, chunk_index, page, content, 1 - distance AS score \
@@ -1085,7 +1350,6 @@ pub async fn search(
         .bind(document_ids)
         .fetch_all(&mut *tx)
         .await?;
-    tx.commit().await?;
     rows.iter()
         .map(|r| {
             Ok(SearchHit {

@@ -416,6 +416,96 @@ pub async fn search(server: &str, token: &str, query: &str, k: u32) -> anyhow::R
     Ok(())
 }
 
+/// `doculearn reembed`: starts the re-embed (admin route) and, when
+/// `wait`, follows its status until every document is searched with the
+/// configured model. `Ok(false)`: some documents could not be re-embedded.
+pub async fn reembed(
+    server: &str,
+    token: &str,
+    of_user: Option<uuid::Uuid>,
+    wait: bool,
+    timeout: Duration,
+) -> anyhow::Result<bool> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .context("cannot build the HTTP client")?;
+    let mut url = format!("{}/api/v1/admin/reembed", server.trim_end_matches('/'));
+    if let Some(u) = of_user {
+        url.push_str(&format!("?user_id={u}"));
+    }
+    let call = |req: reqwest::RequestBuilder| async move {
+        let resp = req
+            .bearer_auth(token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the daemon at {server}"))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let reason = body["error"]["message"].as_str().unwrap_or("no reason given");
+            bail!("the daemon answered {status}: {reason}");
+        }
+        Ok(body)
+    };
+    let started = call(http.post(&url)).await?;
+    let model = started["model"].as_str().unwrap_or("?").to_string();
+    println!(
+        "re-embedding with {model}: {} queued now, {} already under way",
+        started["queued"], started["under_way"]
+    );
+    if !wait {
+        return Ok(true);
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = String::new();
+    let mut idle_polls = 0;
+    let mut restarted = false;
+    loop {
+        let st = call(http.get(&url)).await?;
+        let (on, remaining) = (
+            st["on_configured_model"].as_i64().unwrap_or(0),
+            st["remaining"].as_i64().unwrap_or(0),
+        );
+        let (pending, failed) = (st["pending"].as_i64().unwrap_or(0), st["failed"].as_i64().unwrap_or(0));
+        let line = format!(
+            "{on} of {} documents searched with {model}; {pending} re-embeds pending, {failed} failed",
+            on + remaining
+        );
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+        if remaining == 0 {
+            println!("done: search uses {model} for every document");
+            return Ok(true);
+        }
+        if pending == 0 {
+            idle_polls += 1;
+            if idle_polls >= 3 && !restarted {
+                // Documents that were being processed, or whose run failed, meanwhile.
+                call(http.post(&url)).await?;
+                restarted = true;
+                idle_polls = 0;
+            } else if idle_polls >= 3 {
+                println!(
+                    "{remaining} documents are still searched with a previous model: {failed} re-embeds failed \
+                     (see GET /api/v1/admin/jobs?stage=failed); run `doculearn reembed` again to retry them"
+                );
+                return Ok(false);
+            }
+        } else {
+            idle_polls = 0;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            println!("stopped waiting; the re-embeds go on in the daemon (run again to follow them)");
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,6 +38,7 @@ pub mod notify;
 pub mod pipeline;
 pub mod progress;
 pub mod recovery;
+pub mod reembed;
 pub mod services;
 pub mod startup;
 pub mod telemetry;

@@ -61,6 +61,30 @@ enum Command {
         #[arg(required = true)]
         query: Vec<String>,
     },
+    /// Re-embed, through a running daemon, every document whose vectors are
+    /// of another model than the configured one (admin token), and follow
+    /// it until search uses the configured model for all (exit status 1 if
+    /// some could not be re-embedded). Safe to run again: it resumes.
+    Reembed {
+        /// The daemon (default: http:// and http.listen, 127.0.0.1:8000).
+        #[arg(long, env = "DOCULEARN_SERVER")]
+        server: Option<String>,
+        /// An admin bearer token (e.g. from `doculearn token --admin`).
+        #[arg(long, env = "DOCULEARN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Instead of --token: mint an admin token for this user with the configured secret.
+        #[arg(long, conflicts_with = "token")]
+        user: Option<Uuid>,
+        /// Only this user's documents.
+        #[arg(long)]
+        of_user: Option<Uuid>,
+        /// Queue the re-embeds and return at once.
+        #[arg(long)]
+        no_wait: bool,
+        /// Stop waiting after this long (the jobs go on in the daemon).
+        #[arg(long, default_value = "1h")]
+        timeout: String,
+    },
     /// Upload files through a running daemon and show live progress bars
     /// until each is completed or failed (exit status 1 if any failed).
     Ingest {
@@ -198,6 +222,17 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Reembed {
+        server,
+        token,
+        user,
+        of_user,
+        no_wait,
+        timeout,
+    } = cli.command
+    {
+        return reembed(cli.config.as_ref(), server, token, user, of_user, no_wait, &timeout);
+    }
     let settings = match load(cli.config.as_ref()) {
         Ok(s) => s,
         Err(code) => return code,
@@ -239,7 +274,11 @@ fn main() -> ExitCode {
             tracing::info!(addr = %app.local_addr(), ?role, "serving");
             app.run_until_stopped().await
         }),
-        Command::ExtractWorker { .. } | Command::OcrWorker { .. } | Command::Ingest { .. } | Command::Search { .. } => {
+        Command::ExtractWorker { .. }
+        | Command::OcrWorker { .. }
+        | Command::Ingest { .. }
+        | Command::Search { .. }
+        | Command::Reembed { .. } => {
             unreachable!("handled above")
         }
     }
@@ -258,6 +297,18 @@ fn client(
     user: Option<Uuid>,
     command: &str,
 ) -> Result<(String, String), ExitCode> {
+    client_as(config, server, token, user, false, command)
+}
+
+/// [`client`], minting an admin token for `--user` when `admin`.
+fn client_as(
+    config: Option<&PathBuf>,
+    server: Option<String>,
+    token: Option<String>,
+    user: Option<Uuid>,
+    admin: bool,
+    command: &str,
+) -> Result<(String, String), ExitCode> {
     let server = match server {
         Some(s) => s,
         None => match Settings::client_listen(config.map(PathBuf::as_path)) {
@@ -274,7 +325,7 @@ fn client(
             let settings = load(config)?;
             let minted = doculearn::http::auth::AuthKeys::from_settings(&settings.auth)
                 .map_err(|e| e.to_string())
-                .and_then(|keys| keys.try_mint(user, false, settings.auth.token_ttl_secs as i64));
+                .and_then(|keys| keys.try_mint(user, admin, settings.auth.token_ttl_secs as i64));
             match minted {
                 Ok(t) => t,
                 Err(e) => {
@@ -289,6 +340,43 @@ fn client(
         }
     };
     Ok((server, token))
+}
+
+fn reembed(
+    config: Option<&PathBuf>,
+    server: Option<String>,
+    token: Option<String>,
+    user: Option<Uuid>,
+    of_user: Option<Uuid>,
+    no_wait: bool,
+    timeout: &str,
+) -> ExitCode {
+    let timeout = match parse_ttl(timeout) {
+        Ok(t) if t > 0 => std::time::Duration::from_secs(t as u64),
+        _ => {
+            eprintln!("--timeout must be a positive duration such as 90s, 30m, 1h");
+            return ExitCode::from(2);
+        }
+    };
+    let (server, token) = match client_as(config, server, token, user, true, "reembed") {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(doculearn::ingest::reembed(&server, &token, of_user, !no_wait, timeout)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("reembed: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn ingest(

@@ -251,7 +251,7 @@ async fn reenqueue(services: &Services, job: &db::IdleJob) -> anyhow::Result<boo
     let Some(document_id) = document_id_of(&job.job_id).or(job.document_id) else {
         return Ok(false);
     };
-    let def = jobs::job_def(document_id, job.user_id);
+    let def = jobs::job_def(&job.function, document_id, job.user_id);
     let expires_ms = (services.settings.queue.job_expires_secs * 1000) as i64;
     Ok(services.queue.enqueue(&job.job_id, &def, 0, Some(expires_ms)).await?)
 }

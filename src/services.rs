@@ -30,6 +30,9 @@ pub struct Services {
     pub embedder: Arc<dyn Embedder>,
     /// `embedding_models.id` of the configured model.
     pub model_id: i32,
+    /// Earlier models that still answer queries for documents not yet
+    /// re-embedded (see `crate::reembed`).
+    pub previous_embedders: crate::reembed::PreviousEmbedders,
     /// `embedding_engines.id` of what computes its vectors here.
     pub engine_id: i32,
     /// `None`: extract in-process (tests of the stage itself, benchmarks).

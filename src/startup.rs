@@ -88,6 +88,7 @@ impl Application {
         let model_id = db::ensure_model(&pool, embedder.model(), embedder.dimension()).await?;
         db::ensure_vector_index(&pool, model_id, embedder.dimension()).await?;
         let engine_id = db::ensure_engine(&pool, embedder.engine()).await?;
+        let previous_embedders = crate::reembed::previous_embedders(&settings, &pool, model_id).await?;
         if settings.pipeline.ocr {
             // Said once, at start-up: scans and images fail with the same reason.
             if let Err(missing) = crate::pipeline::extract::ocr::check_installed(&settings.pipeline.ocr_languages) {
@@ -123,6 +124,7 @@ impl Application {
             redis,
             embedder,
             model_id,
+            previous_embedders,
             engine_id,
             sandbox,
             settings: settings.clone(),
@@ -142,6 +144,15 @@ impl Application {
         )
         .await
         .context("cannot start the actor tree")?;
+        if settings.reembed.on_start {
+            // In the background: start-up does not wait for the queue.
+            let s = services.clone();
+            services.tasks.spawn(async move {
+                if let Err(e) = crate::reembed::start(&s, None).await {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot queue re-embedding now; POST /api/v1/admin/reembed or `doculearn reembed` starts it");
+                }
+            });
+        }
         let state = AppState {
             auth: Arc::new(AuthKeys::from_settings(&settings.auth)?),
             services,

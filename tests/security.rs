@@ -98,6 +98,15 @@ async fn authorization_matrix_over_every_route() {
             200,
         ),
         ("GET", "/api/v1/admin/jobs".into(), None, 403, 403, 200),
+        ("GET", "/api/v1/admin/reembed".into(), None, 403, 403, 200),
+        (
+            "POST",
+            format!("/api/v1/admin/reembed?user_id={alice}"),
+            None,
+            403,
+            403,
+            200,
+        ),
         (
             "POST",
             "/api/v1/jobs/progress".into(),

@@ -98,7 +98,8 @@ async fn hostile_queue_entries_fail_themselves_and_everyone_else_carries_on() {
     let mut overflow = b"\x80\x05\x96".to_vec();
     overflow.extend(0xffff_ffff_ffff_fff0u64.to_le_bytes());
     overflow.extend(b"abc.");
-    let good = doculearn::jobs::job_def(doc, user).encode(doculearn::config::Serializer::Pickle);
+    let good = doculearn::jobs::job_def(doculearn::jobs::PROCESS_DOCUMENT, doc, user)
+        .encode(doculearn::config::Serializer::Pickle);
     let mut truncated = good.clone();
     truncated.truncate(good.len() / 2);
     let mut seed = 0x9e3779b97f4a7c15u64;

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::auth::AuthUser;
 use super::error::ApiError;
 use super::AppState;
-use crate::{db, recovery};
+use crate::{db, recovery, reembed};
 
 fn require_admin(user: &AuthUser) -> Result<(), ApiError> {
     if user.admin {
@@ -74,4 +74,51 @@ pub async fn jobs(
     let limit = q.limit.unwrap_or(200).clamp(1, 1000);
     let jobs = db::admin_jobs(&state.services.db, q.stage.as_deref(), limit).await?;
     Ok(Json(json!({ "jobs": jobs })))
+}
+
+#[derive(Deserialize)]
+pub struct ReembedQuery {
+    user_id: Option<uuid::Uuid>,
+}
+
+/// `POST /api/v1/admin/reembed[?user_id=…]`: queues the re-embed of every
+/// document (of that user, or everyone's) whose vectors are of another
+/// model than the configured one. Resumable: what is done or under way is
+/// left alone, failed re-embeds run again.
+#[utoipa::path(post, path = "/api/v1/admin/reembed", operation_id = "admin_reembed_start", tag = "admin",
+    params(("user_id" = Option<uuid::Uuid>, Query, description = "only this user's documents")),
+    responses(
+        (status = 400, description = "Malformed path, query or body", body = crate::http::openapi::ErrorBody),
+        (status = 200, description = "What was queued", body = crate::http::openapi::ReembedStarted),
+        (status = 401, description = "No valid token", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn reembed_start(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(q): Query<ReembedQuery>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&user)?;
+    Ok(Json(reembed::start(&state.services, q.user_id).await?))
+}
+
+/// `GET /api/v1/admin/reembed[?user_id=…]`: documents by the model search
+/// uses for them, re-embeds pending and failed.
+#[utoipa::path(get, path = "/api/v1/admin/reembed", operation_id = "admin_reembed_status", tag = "admin",
+    params(("user_id" = Option<uuid::Uuid>, Query, description = "only this user's documents")),
+    responses(
+        (status = 400, description = "Malformed path, query or body", body = crate::http::openapi::ErrorBody),
+        (status = 200, description = "Where re-embedding stands", body = crate::http::openapi::ReembedStatus),
+        (status = 401, description = "No valid token", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn reembed_status(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(q): Query<ReembedQuery>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&user)?;
+    Ok(Json(reembed::status(&state.services, q.user_id).await?))
 }

@@ -126,6 +126,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{job_id}/cancel", post(jobs::cancel))
         .route("/admin/jobs", get(admin::jobs))
         .route("/admin/jobs/recover-stalled", post(admin::recover_stalled))
+        .route("/admin/reembed", get(admin::reembed_status).post(admin::reembed_start))
         .route("/search", post(search::search))
         .route("/analytics/processing", get(analytics::processing))
         .route("/openapi.json", get(openapi::openapi_json))

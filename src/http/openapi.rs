@@ -119,6 +119,43 @@ pub struct Recovery {
 }
 
 #[derive(Serialize, ToSchema)]
+pub struct ReembedStarted {
+    /// The configured model the documents are re-embedded with.
+    pub model: String,
+    /// Re-embeds queued by this call.
+    pub queued: i64,
+    /// Re-embeds queued or running from before.
+    pub under_way: i64,
+    /// Documents being processed normally (they get the configured model anyway).
+    pub processing: i64,
+    /// Users whose search moved to the configured model in this call.
+    pub users_switched: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ModelCount {
+    pub model: String,
+    pub documents: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReembedStatus {
+    pub model: String,
+    pub engine: String,
+    /// Documents by the model search uses for them.
+    pub documents_by_model: Vec<ModelCount>,
+    pub on_configured_model: i64,
+    /// Documents still searched with another model.
+    pub remaining: i64,
+    /// Re-embed jobs queued or running.
+    pub pending: i64,
+    /// Re-embed jobs that failed (a new start runs them again).
+    pub failed: i64,
+    /// Every document is on the configured model.
+    pub done: bool,
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct AdminJobs {
     pub jobs: Vec<AdminJob>,
 }
@@ -183,6 +220,8 @@ impl Modify for BearerAuth {
         super::analytics::processing,
         super::admin::recover_stalled,
         super::admin::jobs,
+        super::admin::reembed_start,
+        super::admin::reembed_status,
         super::ws::handler,
         super::health::healthz,
         super::health::readyz,
@@ -192,7 +231,7 @@ impl Modify for BearerAuth {
         ErrorBody, ErrorDetail, Accepted, UploadAccepted, UploadForm, DocumentList, DocumentView, JobView,
         History, ProgressEvent, EventType, Stage, JobQueued, CancelResult, ProgressAck, SearchResults, SearchHit,
         BatchAccepted, BatchView, BatchDocument, Analytics, StageStats, ContentTypeStats, Recovery, Action,
-        AdminJobs, AdminJob, Alive, Readiness,
+        AdminJobs, AdminJob, Alive, Readiness, ReembedStarted, ReembedStatus, ModelCount,
         super::documents::UrlUpload, super::search::SearchRequest, super::jobs::ExternalProgress,
     )),
     modifiers(&BearerAuth),

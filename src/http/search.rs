@@ -1,6 +1,9 @@
 //! `POST /api/v1/search`: the caller's best chunks for a query, by cosine
 //! similarity of the configured model's vectors.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
@@ -10,8 +13,8 @@ use uuid::Uuid;
 use super::auth::AuthUser;
 use super::error::ApiError;
 use super::AppState;
-use crate::db;
-use crate::pipeline::embed::EmbedError;
+use crate::pipeline::embed::{EmbedError, Embedder};
+use crate::{db, reembed};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -70,22 +73,71 @@ pub async fn search(
             return Err(ApiError::NotFound("no such document".into()));
         }
     }
-    let mut vectors = s.embedder.embed(&[query.to_string()]).await.map_err(|e| match e {
-        EmbedError::Transient { reason, .. } => ApiError::Unavailable(reason),
-        EmbedError::Permanent(reason) => ApiError::Internal(anyhow::anyhow!(reason)),
-    })?;
-    let vector = pgvector::Vector::from(vectors.pop().ok_or_else(|| anyhow::anyhow!("no query vector"))?);
-    let hits = db::search(
-        &s.db,
-        user.user_id,
-        s.model_id,
-        s.embedder.dimension(),
-        &vector,
-        k,
-        req.document_ids.as_deref(),
-    )
-    .await?;
+    let hits = semantic(s, user.user_id, query, k, req.document_ids.as_deref()).await?;
     Ok(Json(
         json!({ "query": query, "model": s.embedder.model(), "results": hits }),
     ))
+}
+
+async fn embed_query(e: &Arc<dyn Embedder>, query: &str) -> Result<pgvector::Vector, ApiError> {
+    let mut vectors = e.embed(&[query.to_string()]).await.map_err(|e| match e {
+        EmbedError::Transient { reason, .. } => ApiError::Unavailable(reason),
+        EmbedError::Permanent(reason) => ApiError::Internal(anyhow::anyhow!(reason)),
+    })?;
+    Ok(pgvector::Vector::from(
+        vectors.pop().ok_or_else(|| anyhow::anyhow!("no query vector"))?,
+    ))
+}
+
+/// The best chunks by meaning. Each document is searched with the model
+/// its vectors are of (the configured one, or a previous one until the
+/// user's re-embed switches, see [`crate::reembed`]), the query embedded by
+/// that model; lists of several models are interleaved by rank.
+async fn semantic(
+    s: &crate::services::Services,
+    user: Uuid,
+    query: &str,
+    k: i64,
+    document_ids: Option<&[Uuid]>,
+) -> Result<Vec<db::SearchHit>, ApiError> {
+    let mut models: HashMap<i32, (Arc<dyn Embedder>, pgvector::Vector)> = HashMap::new();
+    for (id, e) in reembed::query_models(s, user).await? {
+        let v = embed_query(&e, query).await?;
+        models.insert(id, (e, v));
+    }
+    let mut tx = db::begin_search(&s.db).await?;
+    let mut ids = db::user_search_models(&mut *tx, user).await?;
+    if ids.is_empty() {
+        ids.push(s.model_id);
+    }
+    // A switch committed between the lookup and this snapshot: the
+    // configured model now covers those documents.
+    if ids.contains(&s.model_id) && !models.contains_key(&s.model_id) {
+        let v = embed_query(&s.embedder, query).await?;
+        models.insert(s.model_id, (s.embedder.clone(), v));
+    }
+    let mut lists = Vec::new();
+    for id in ids {
+        if let Some((e, v)) = models.get(&id) {
+            lists.push(db::search(&mut tx, user, id, e.dimension(), v, k, document_ids).await?);
+        }
+    }
+    tx.commit().await?;
+    Ok(interleave(lists, k as usize))
+}
+
+/// One list from several ranked lists: by reciprocal rank (1/(60 + rank)),
+/// ties by list order; a single list is returned as it is.
+fn interleave(mut lists: Vec<Vec<db::SearchHit>>, k: usize) -> Vec<db::SearchHit> {
+    if lists.len() <= 1 {
+        return lists.pop().unwrap_or_default();
+    }
+    let mut ranked: Vec<(f64, usize, db::SearchHit)> = Vec::new();
+    for (l, list) in lists.into_iter().enumerate() {
+        for (rank, hit) in list.into_iter().enumerate() {
+            ranked.push((1.0 / (61.0 + rank as f64), l, hit));
+        }
+    }
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    ranked.into_iter().take(k).map(|(.., h)| h).collect()
 }

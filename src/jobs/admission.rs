@@ -59,11 +59,12 @@ pub async fn admit(
         tx.commit().await?;
         return Ok(Admission::Held);
     }
+    let function = db::job_function(&mut tx, job_id).await?;
     services
         .queue
         .enqueue(
             job_id,
-            &super::job_def(document_id, user),
+            &super::job_def(&function, document_id, user),
             0,
             Some(expires_ms(services)),
         )
@@ -83,13 +84,13 @@ pub async fn feed_user(services: &Services, user: Uuid) -> Result<usize, Admissi
         return Ok(0);
     }
     let held = db::held_jobs(&mut tx, user, room.min(1000)).await?;
-    for (job_id, document_id) in &held {
+    for (job_id, document_id, function) in &held {
         // A duplicate (enqueued before a crash) is refused by the queue and fine.
         services
             .queue
             .enqueue(
                 job_id,
-                &super::job_def(*document_id, user),
+                &super::job_def(function, *document_id, user),
                 0,
                 Some(expires_ms(services)),
             )

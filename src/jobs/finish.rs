@@ -136,8 +136,8 @@ pub async fn restore_expired(services: &Services, job_id: &str) -> Option<Vec<u8
             None
         }
     };
-    let (document_id, user) = row?;
-    let def = super::job_def(document_id, user);
+    let (document_id, user, function) = row?;
+    let def = super::job_def(&function, document_id, user);
     let expires_ms = (services.settings.queue.job_expires_secs * 1000) as i64;
     match services.queue.restore_job(job_id, &def, expires_ms).await {
         Ok(bytes) => {

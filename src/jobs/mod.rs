@@ -30,16 +30,20 @@ pub use finish::{
 
 /// The function name doculearn's workers run.
 pub const PROCESS_DOCUMENT: &str = "process_document";
+/// The function a re-embed runs: the document's own job again, embedding
+/// its stored chunks with the configured model (see [`crate::reembed`]).
+pub const REEMBED_DOCUMENT: &str = "reembed_document";
 /// A function that does nothing (returns None); a probe, when `queue.enable_noop`.
 pub const NOOP: &str = "noop";
 /// The reason a cancelled job ends with.
 pub const CANCELLED: &str = "cancelled";
 
-/// The job dict doculearn enqueues for one of its own documents.
-pub fn job_def(document_id: Uuid, user: Uuid) -> JobDef {
+/// The job dict doculearn enqueues for one of its own documents: `function`
+/// is the job row's (`process_document` or `reembed_document`).
+pub fn job_def(function: &str, document_id: Uuid, user: Uuid) -> JobDef {
     JobDef {
         job_try: None,
-        function: PROCESS_DOCUMENT.into(),
+        function: function.into(),
         args: vec![PyValue::Str(document_id.to_string()), PyValue::Str(user.to_string())],
         kwargs: vec![],
         enqueue_time_ms: now_ms(),

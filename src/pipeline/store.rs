@@ -83,7 +83,7 @@ pub async fn store(
     if !db::lock_attempt(&mut tx, reporter.job_id(), reporter.attempt).await? {
         return Err(StageError::Fenced);
     }
-    db::replace_chunks(&mut tx, document_id, &rows, chunks.len(), pages).await?;
+    db::replace_chunks(&mut tx, document_id, model.model_id, &rows, chunks.len(), pages).await?;
     let stored = reporter
         .progress_in(
             &mut tx,
@@ -91,6 +91,37 @@ pub async fn store(
             0.95,
             "Finalizing document processing",
             serde_json::json!({ "chunks": chunks.len() }),
+        )
+        .await?;
+    tx.commit().await?;
+    reporter.publish(stored).await;
+    Ok(())
+}
+
+/// A re-embed's store: these vectors of the configured model go in beside
+/// the vectors search uses until the user's switch (see `crate::reembed`);
+/// fenced and closed with the same event as [`store`].
+pub async fn store_beside(
+    pool: &PgPool,
+    reporter: &mut Reporter,
+    document_id: Uuid,
+    model: ModelIds,
+    chunks: &[Chunk],
+    vectors: &[Vec<f32>],
+) -> Result<(), StageError> {
+    let rows = copy_rows(document_id, model, chunks, vectors);
+    let mut tx = pool.begin().await?;
+    if !db::lock_attempt(&mut tx, reporter.job_id(), reporter.attempt).await? {
+        return Err(StageError::Fenced);
+    }
+    db::replace_model_chunks(&mut tx, document_id, model.model_id, &rows).await?;
+    let stored = reporter
+        .progress_in(
+            &mut tx,
+            Stage::Storing,
+            0.95,
+            "Finalizing re-embedding",
+            serde_json::json!({ "chunks": chunks.len(), "reembed": true }),
         )
         .await?;
     tx.commit().await?;

@@ -87,6 +87,9 @@ pub struct DocumentState {
     sha256: Option<String>,
     chunks: Vec<Chunk>,
     vectors: Vec<Vec<f32>>,
+    /// A `reembed_document` job: the stored chunks get the configured
+    /// model's vectors beside the ones search uses (see `crate::reembed`).
+    reembed: bool,
 }
 
 impl std::fmt::Debug for DocumentMsg {
@@ -126,6 +129,7 @@ impl Actor for DocumentActor {
             sha256: None,
             chunks: Vec::new(),
             vectors: Vec::new(),
+            reembed: false,
         })
     }
 

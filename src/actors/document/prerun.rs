@@ -4,7 +4,7 @@
 
 use crate::arq::wire::{cancelled_error, job_execution_failed};
 use crate::arq::{now_ms, Claimed, JobDef, PyValue};
-use crate::jobs::{self, NOOP, PROCESS_DOCUMENT};
+use crate::jobs::{self, NOOP, PROCESS_DOCUMENT, REEMBED_DOCUMENT};
 use crate::pipeline::StageError;
 use crate::services::Services;
 
@@ -77,7 +77,9 @@ pub async fn prerun(s: &Services, claimed: &mut Claimed) -> Result<Admitted, Sta
         )
         .await;
     }
-    let known = job.function == PROCESS_DOCUMENT || (job.function == NOOP && s.settings.queue.enable_noop);
+    let known = job.function == PROCESS_DOCUMENT
+        || job.function == REEMBED_DOCUMENT
+        || (job.function == NOOP && s.settings.queue.enable_noop);
     if !known {
         let msg = format!("function '{}' not found", job.function);
         return fail(claimed, Some(&job), msg.clone(), job_execution_failed(msg)).await;

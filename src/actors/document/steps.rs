@@ -87,6 +87,9 @@ pub async fn begin(state: &mut DocumentState) -> Result<Next, StageError> {
     tracing::info!(job_id = %job_id, document_id = %document_id, attempt = reporter.attempt, job_try = state.args.claimed.job_try, "job started");
     state.reporter = Some(reporter);
     state.source = Some(source);
+    if state.job.as_ref().is_some_and(|j| j.function == jobs::REEMBED_DOCUMENT) {
+        return reembed_begin(state, document_id).await;
+    }
     open(
         state,
         Stage::Downloading,
@@ -96,6 +99,38 @@ pub async fn begin(state: &mut DocumentState) -> Result<Next, StageError> {
     )
     .await?;
     Ok(Next::Go(Step::Download))
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// A re-embed starts from the chunks stored for the model search uses for
+/// the document now, and goes straight to embedding them.
+async fn reembed_begin(state: &mut DocumentState, document_id: Uuid) -> Result<Next, StageError> {
+    let s = state.args.services.clone();
+    state.reembed = true;
+    let Some((from, from_name)) = db::document_search_model(&s.db, document_id).await? else {
+        return Err(StageError::permanent(
+            "the document has no stored chunks to re-embed; retry its processing instead",
+        ));
+    };
+    state.chunks = db::model_chunks(&s.db, document_id, from).await?;
+    if state.chunks.is_empty() {
+        return Err(StageError::permanent(format!(
+            "the document has no stored chunks of {from_name} to re-embed"
+        )));
+    }
+    tracing::info!(job_id = %state.args.claimed.job_id, from = %from_name, to = %s.embedder.model(), chunks = state.chunks.len(), "re-embedding");
+    if from == s.model_id {
+        // Processed again with the configured model meanwhile: nothing to do.
+        return Ok(Next::Go(Step::Complete));
+    }
+    Ok(Next::Go(Step::Embed))
 }
 
 pub async fn download(state: &mut DocumentState) -> Result<Next, StageError> {
@@ -435,8 +470,19 @@ pub async fn chunk(state: &mut DocumentState) -> Result<Next, StageError> {
 pub async fn embed(state: &mut DocumentState) -> Result<Next, StageError> {
     let s = state.args.services.clone();
     let total = state.chunks.len();
-    let details = json!({ "chunk": 0, "chunks": total, "model": s.embedder.model(), "engine": s.embedder.engine() });
-    open(state, Stage::Embedding, 0.40, "Starting embedding generation", details).await?;
+    let mut details =
+        json!({ "chunk": 0, "chunks": total, "model": s.embedder.model(), "engine": s.embedder.engine() });
+    let message = if state.reembed {
+        details["reembed"] = json!(true);
+        format!(
+            "Re-embedding {total} chunk{} with {}",
+            plural(total),
+            s.embedder.model()
+        )
+    } else {
+        "Starting embedding generation".to_string()
+    };
+    open(state, Stage::Embedding, 0.40, message, details).await?;
     let job_id = state.args.claimed.job_id.clone();
     let batch = s.embedder.batch_size().max(1);
     let pieces: Vec<Vec<String>> = state
@@ -514,6 +560,18 @@ pub async fn store(state: &mut DocumentState) -> Result<Next, StageError> {
     let document_id = state.source.as_ref().expect("begin ran").id;
     let pages = state.extracted.as_ref().and_then(|e| e.pages);
     let reporter = state.reporter.as_mut().expect("begin created the reporter");
+    if state.reembed {
+        store::store_beside(
+            &s.db,
+            reporter,
+            document_id,
+            s.model_ids(),
+            &state.chunks,
+            &state.vectors,
+        )
+        .await?;
+        return Ok(Next::Go(Step::Complete));
+    }
     store::store(
         &s.db,
         reporter,
@@ -535,7 +593,10 @@ pub async fn complete(state: &mut DocumentState) -> Result<Next, StageError> {
     let warnings = state.extracted.as_ref().map(|e| e.warnings.clone()).unwrap_or_default();
     let mut details = json!({ "chunks": n, "pages": pages, "elapsed_ms": elapsed_ms,
                           "model": s.embedder.model(), "engine": s.embedder.engine() });
-    let message = if warnings.is_empty() {
+    let message = if state.reembed {
+        details["reembed"] = json!(true);
+        format!("Re-embedded {n} chunk{} with {}", plural(n), s.embedder.model())
+    } else if warnings.is_empty() {
         "Document processing completed successfully".to_string()
     } else {
         details["warnings"] = json!(warnings);
@@ -545,6 +606,13 @@ pub async fn complete(state: &mut DocumentState) -> Result<Next, StageError> {
     reporter(state).completed(message, details).await?;
     let document_id: Uuid = state.source.as_ref().expect("begin ran").id;
     tracing::info!(job_id = %state.args.claimed.job_id, document_id = %document_id, chunks = n, elapsed_ms, "job completed");
+    if state.reembed {
+        // The user's last document done: search moves to the new vectors.
+        let owner = state.source.as_ref().expect("begin ran").owner_id;
+        if let Err(e) = crate::reembed::switch_if_done(&s, owner).await {
+            tracing::warn!(job_id = %state.args.claimed.job_id, error = %e, "cannot switch search to the new model now; the next re-embed start does");
+        }
+    }
     let r = result_dict(document_id, n as i64, pages.map(i64::from), &warnings, &s);
     jobs::arq_finish(&s, &state.args.claimed, state.job.as_ref(), state.start_ms, true, r).await;
     Ok(Next::Done)

@@ -15,10 +15,13 @@ WHERE c.document_id = d.id;
 CREATE INDEX documents_owner_search_model_idx ON documents (owner_id, search_model_id)
     WHERE search_model_id IS NOT NULL;
 -- During a re-embed a document has each chunk twice, once per model: the
--- chunk index is unique per (document, model). The constraint's index also
--- serves the re-embed, which reads and replaces one model's rows.
+-- chunk index is unique per (document, model). The model goes in as an
+-- expression the planner cannot match to `model_id = N`: as a plain column
+-- it made walking a user's documents through this index look cheaper than
+-- the HNSW index for search, as the old (document_id, chunk_index) key never
+-- did. Lookups by document still use its first column.
 ALTER TABLE chunks DROP CONSTRAINT chunks_document_id_chunk_index_key;
-ALTER TABLE chunks ADD CONSTRAINT chunks_document_model_chunk_key UNIQUE (document_id, model_id, chunk_index);
+CREATE UNIQUE INDEX chunks_document_chunk_model_key ON chunks (document_id, chunk_index, (model_id + 0));
 
 -- Which arq function a job row runs when doculearn enqueues it (admission,
 -- retry): `process_document`, or `reembed_document` for a re-embed.

@@ -1311,6 +1311,9 @@ pub async fn begin_search(pool: &PgPool) -> Result<sqlx::Transaction<'static, Po
 
 /// The best chunks of the owner's documents searched with `model_id`
 /// (`documents.search_model_id`), inside [`begin_search`]'s transaction.
+/// That filter applies after the nearest-neighbour scans (inside them it
+/// steers the planner away from the HNSW index); each side fetches 2·k
+/// for the documents of a re-embed that have both models' vectors.
 #[allow(clippy::too_many_arguments)]
 pub async fn search(
     tx: &mut sqlx::PgConnection,
@@ -1326,21 +1329,22 @@ pub async fn search(
     // partial indexes, whose predicates name them.
     let sql = format!(
         "WITH indexed AS ( \
-           SELECT c.document_id, d.name, c.chunk_index, c.page, c.content, \
+           SELECT c.document_id, d.name, c.chunk_index, c.page, c.content, d.search_model_id, \
                   c.embedding::vector({dimension}) <=> $1::vector({dimension}) AS distance \
            FROM chunks c JOIN documents d ON d.id = c.document_id \
-           WHERE c.model_id = {model_id} AND c.indexed AND d.owner_id = $2 AND d.search_model_id = {model_id} \
+           WHERE c.model_id = {model_id} AND c.indexed AND d.owner_id = $2 \
              AND ($4::uuid[] IS NULL OR c.document_id = ANY($4)) \
-           ORDER BY c.embedding::vector({dimension}) <=> $1::vector({dimension}) LIMIT $3), \
+           ORDER BY c.embedding::vector({dimension}) <=> $1::vector({dimension}) LIMIT $3 * 2), \
          recent AS ( \
-           SELECT c.document_id, d.name, c.chunk_index, c.page, c.content, \
+           SELECT c.document_id, d.name, c.chunk_index, c.page, c.content, d.search_model_id, \
                   c.embedding::vector({dimension}) <=> $1::vector({dimension}) AS distance \
            FROM documents d JOIN chunks c ON c.document_id = d.id AND NOT c.indexed \
-           WHERE c.model_id = {model_id} AND d.owner_id = $2 AND d.search_model_id = {model_id} \
+           WHERE c.model_id = {model_id} AND d.owner_id = $2 \
              AND ($4::uuid[] IS NULL OR c.document_id = ANY($4)) \
-           ORDER BY distance LIMIT $3) \
+           ORDER BY distance LIMIT $3 * 2) \
          SELECT document_id, name, chunk_index, page, content, 1 - distance AS score \
          FROM (SELECT * FROM indexed UNION ALL SELECT * FROM recent) hits \
+         WHERE search_model_id = {model_id} \
          ORDER BY distance, document_id, chunk_index LIMIT $3"
     );
     let rows = sqlx::query(AssertSqlSafe(sql))

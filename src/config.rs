@@ -130,7 +130,10 @@ pub struct QueueSettings {
     pub serializer: Serializer,
     pub job_expires_secs: u64,
     pub max_jobs: usize,
+    pub fair_share: bool,
     pub per_user_active_jobs: u32,
+    /// Fair-share weights by user id (a user not named weighs 1).
+    pub user_weights: std::collections::HashMap<String, f64>,
     pub poll_interval_ms: u64,
     pub job_timeout_secs: u64,
     pub lease_secs: u64,
@@ -489,6 +492,20 @@ impl Settings {
                 return Err(invalid("embedding.threads", "must be between 0 (every core) and 1024"));
             }
             _ => {}
+        }
+        for (user, w) in &self.queue.user_weights {
+            if Uuid::parse_str(user).is_err() {
+                return Err(invalid(
+                    "queue.user_weights",
+                    format!("“{user}” is not a user id (UUID)"),
+                ));
+            }
+            if !(0.01..=1000.0).contains(w) {
+                return Err(invalid(
+                    "queue.user_weights",
+                    format!("the weight of {user} must be between 0.01 and 1000"),
+                ));
+            }
         }
         if !["", "local", "openai", "ollama", "hash"].contains(&self.reembed.previous_provider.as_str()) {
             return Err(invalid(

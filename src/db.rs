@@ -1057,12 +1057,36 @@ pub async fn cache_chunks(
 
 /// Serialises admission decisions for one user across instances (until the
 /// transaction ends).
-pub async fn lock_user_admission(tx: &mut sqlx::PgConnection, user: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
-        .bind(user.to_string())
+/// Serialises admission decisions across instances (until the transaction ends).
+pub async fn lock_admission(tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('doculearn:admission', 7))")
         .execute(&mut *tx)
         .await?;
     Ok(())
+}
+
+/// Every user with unfinished managed jobs: how many are in the queue or
+/// running, and how many are held (weights are filled in by the caller).
+pub async fn admission_demands(
+    tx: &mut sqlx::PgConnection,
+) -> Result<Vec<crate::jobs::admission::Demand>, sqlx::Error> {
+    let rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(
+        "SELECT user_id, count(*) FILTER (WHERE enqueued_at IS NOT NULL), \
+                count(*) FILTER (WHERE enqueued_at IS NULL AND stage = 'queued') \
+         FROM job_progress WHERE managed AND document_id IS NOT NULL AND stage NOT IN ('completed', 'failed') \
+         GROUP BY user_id ORDER BY user_id",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(user, active, held)| crate::jobs::admission::Demand {
+            user,
+            active,
+            held,
+            weight: 1.0,
+        })
+        .collect())
 }
 
 /// The user's managed jobs in the queue or running.
@@ -1111,7 +1135,7 @@ pub async fn mark_enqueued(tx: &mut sqlx::PgConnection, job_id: &str) -> Result<
 }
 
 /// Users who have held jobs.
-pub async fn users_with_held_jobs(pool: &PgPool) -> Result<Vec<Uuid>, sqlx::Error> {
+pub async fn users_with_held_jobs(pool: impl Executor<'_, Database = Postgres>) -> Result<Vec<Uuid>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT DISTINCT user_id FROM job_progress WHERE managed AND enqueued_at IS NULL AND stage = 'queued' \
          AND document_id IS NOT NULL LIMIT 10000",

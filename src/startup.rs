@@ -270,6 +270,7 @@ impl Application {
             );
         }
         let _ = state.services.queue.clear_health().await;
+        let _ = state.services.queue.drop_capacity().await;
         stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
         state.supervisor.stop(Some("shutdown".into()));

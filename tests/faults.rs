@@ -527,8 +527,11 @@ async fn a_hung_stage_is_caught_by_the_watchdog_and_requeued() {
 /// runs. A caller's own `enqueue_job` keeps arq's rule (tests/interop).
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upload_that_waited_past_its_redis_ttl_still_completes() {
+    // Plain FIFO: with the fair share, a lone user's second job would wait
+    // in Postgres instead (it enters Redis only when a slot is free).
     let d = Daemon::start(
         Opts::default()
+            .with("DOCULEARN_QUEUE__FAIR_SHARE", false)
             .with("DOCULEARN_QUEUE__MAX_JOBS", 1)
             .with("DOCULEARN_QUEUE__JOB_EXPIRES_SECS", 1)
             .with("DOCULEARN_FAULTS__HANG_IN_STAGE", "embedding")

@@ -25,6 +25,10 @@ pub enum PollerEvent {
     Abort(String),
 }
 
+/// How often a worker tells the cluster its job slots (see
+/// `ArqQueue::record_capacity`).
+const CAPACITY_EVERY: Duration = Duration::from_secs(10);
+
 pub struct PollerArgs {
     pub services: Arc<Services>,
     pub jobs: DerivedActorRef<PollerEvent>,
@@ -49,6 +53,8 @@ impl std::fmt::Debug for PollerMsg {
 pub struct PollerState {
     args: PollerArgs,
     last_health: Option<Instant>,
+    /// When this worker last wrote its job slots (fair-share capacity).
+    last_capacity: Option<Instant>,
     last_abort_check: Instant,
     last_depth: Instant,
     failures: u32,
@@ -71,6 +77,7 @@ impl Actor for QueuePoller {
         Ok(PollerState {
             args,
             last_health: None,
+            last_capacity: None,
             last_abort_check: Instant::now(),
             last_depth: Instant::now() - Duration::from_secs(2),
             failures: 0,
@@ -118,6 +125,16 @@ impl Actor for QueuePoller {
             {
                 Ok(()) => state.last_health = Some(Instant::now()),
                 Err(e) => tracing::warn!(error = %e, "cannot write the health-check key"),
+            }
+        }
+
+        // Every CAPACITY_EVERY, valid for three: a worker that misses one
+        // write still counts, a crashed one stops counting within 30 s.
+        if state.last_capacity.is_none_or(|t| t.elapsed() >= CAPACITY_EVERY) {
+            let ttl_ms = (CAPACITY_EVERY * 3).as_millis() as i64;
+            match services.queue.record_capacity(max_jobs as u32, ttl_ms).await {
+                Ok(()) => state.last_capacity = Some(Instant::now()),
+                Err(e) => tracing::warn!(error = %e, "cannot record this worker's job slots"),
             }
         }
 

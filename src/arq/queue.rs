@@ -137,6 +137,11 @@ pub struct ArqQueue {
     pub name: String,
     pub serializer: Serializer,
     health_key: String,
+    /// `<queue>:doculearn:workers`: a sorted set of the live workers' job
+    /// slots ("<worker id> <max_jobs>", scored by when the entry expires).
+    workers_key: String,
+    /// This process, in that set.
+    worker_id: String,
     enqueue: std::sync::Arc<Script>,
     claim: std::sync::Arc<Script>,
     cancel: std::sync::Arc<Script>,
@@ -149,6 +154,8 @@ impl ArqQueue {
             name: settings.name.clone(),
             serializer: settings.serializer,
             health_key: format!("{}:health-check", settings.name),
+            workers_key: format!("{}:doculearn:workers", settings.name),
+            worker_id: uuid::Uuid::new_v4().simple().to_string(),
             enqueue: std::sync::Arc::new(Script::new(ENQUEUE_LUA)),
             claim: std::sync::Arc::new(Script::new(CLAIM_LUA)),
             cancel: std::sync::Arc::new(Script::new(CANCEL_LUA)),
@@ -324,6 +331,47 @@ impl ArqQueue {
     pub async fn abort_requested(&self) -> Result<Vec<String>, QueueError> {
         let mut con = self.redis.clone();
         Ok(con.zrange(ABORT_SET, 0, -1).await?)
+    }
+
+    /// Says that this worker has `slots` job slots for the next `ttl_ms`
+    /// (the fair-share admission sums the live workers' slots); entries that
+    /// expired are removed on the way, so a crashed worker stops counting.
+    pub async fn record_capacity(&self, slots: u32, ttl_ms: i64) -> Result<(), QueueError> {
+        let mut con = self.redis.clone();
+        let now = super::now_ms();
+        let member_prefix = format!("{} ", self.worker_id);
+        // One member per worker: drop this worker's previous entry first.
+        let mine: Vec<String> = con.zrange(&self.workers_key, 0, -1).await?;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for m in mine.iter().filter(|m| m.starts_with(&member_prefix)) {
+            pipe.zrem(&self.workers_key, m).ignore();
+        }
+        pipe.zrembyscore(&self.workers_key, "-inf", now).ignore();
+        pipe.zadd(&self.workers_key, format!("{member_prefix}{slots}"), now + ttl_ms)
+            .ignore();
+        pipe.query_async::<()>(&mut con).await?;
+        Ok(())
+    }
+
+    /// Removes this worker from the capacity set (graceful shutdown).
+    pub async fn drop_capacity(&self) -> Result<(), QueueError> {
+        let mut con = self.redis.clone();
+        let mine: Vec<String> = con.zrange(&self.workers_key, 0, -1).await?;
+        for m in mine.iter().filter(|m| m.starts_with(&format!("{} ", self.worker_id))) {
+            let _: i64 = con.zrem(&self.workers_key, m).await?;
+        }
+        Ok(())
+    }
+
+    /// Job slots of every live worker together (0 when none is known).
+    pub async fn cluster_capacity(&self) -> Result<u64, QueueError> {
+        let mut con = self.redis.clone();
+        let live: Vec<String> = con.zrangebyscore(&self.workers_key, super::now_ms(), "+inf").await?;
+        Ok(live
+            .iter()
+            .filter_map(|m| m.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum())
     }
 
     /// Writes `<queue>:health-check` in arq's format (§10).

@@ -54,24 +54,21 @@ pub async fn arq_finish(
     }
 }
 
-/// A document job ended: let the user's next held job into the queue.
+/// A document job ended: its slot may go to a held job (of its user or,
+/// as shares move, of another).
 fn release_held(services: &Services, job: Option<&JobDef>) {
-    if services.settings.queue.per_user_active_jobs == 0 {
+    let q = &services.settings.queue;
+    if !q.fair_share && q.per_user_active_jobs == 0 {
         return;
     }
-    let Some(user) = job
-        .filter(|j| j.function == PROCESS_DOCUMENT)
-        .and_then(|j| j.args.get(1))
-        .and_then(PyValue::as_str)
-        .and_then(|u| uuid::Uuid::parse_str(u).ok())
-    else {
+    if !job.is_some_and(|j| j.function == PROCESS_DOCUMENT || j.function == super::REEMBED_DOCUMENT) {
         return;
-    };
+    }
     let Some(services) = services.myself() else { return };
     let tasks = services.tasks.clone();
     tasks.spawn(async move {
-        if let Err(e) = super::admission::feed_user(&services, user).await {
-            tracing::warn!(user_id = %user, error = %e, "cannot release held jobs; the watchdog will");
+        if let Err(e) = super::admission::feed_all(&services).await {
+            tracing::warn!(error = %e, "cannot release held jobs; the watchdog will");
         }
     });
 }

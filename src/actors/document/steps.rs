@@ -161,7 +161,7 @@ pub async fn extract(state: &mut DocumentState) -> Result<Next, StageError> {
         }
         Ok(extracted)
     };
-    let (extracted, from_cache) = cache::extraction(&s, &sha, run).await?;
+    let (extracted, from_cache) = cache::extraction(&s, source.owner_id, &sha, run).await?;
     state.sha256 = Some(sha);
     db::set_extraction(
         &s.db,
@@ -413,7 +413,8 @@ pub async fn chunk(state: &mut DocumentState) -> Result<Next, StageError> {
     )
     .await?;
     let sha = state.sha256.clone().expect("extract ran");
-    let chunks = cache::chunks(&s, &sha, state.extracted.as_ref().expect("extract ran")).await;
+    let owner = state.source.as_ref().expect("begin ran").owner_id;
+    let chunks = cache::chunks(&s, owner, &sha, state.extracted.as_ref().expect("extract ran")).await;
     if chunks.is_empty() {
         return Err(StageError::permanent("the document has no text to index"));
     }

@@ -78,6 +78,8 @@ pub enum UploadAccepted {
 pub struct UploadForm {
     #[schema(value_type = Vec<String>, format = Binary, min_items = 1)]
     pub file: Vec<Vec<u8>>,
+    /// As the `on_duplicate` query parameter (the two must agree when both are sent).
+    pub on_duplicate: Option<OnDuplicateParam>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -12,9 +12,10 @@ CREATE INDEX documents_owner_sha256_idx ON documents (owner_id, sha256) WHERE sh
 -- a second user's upload of bytes someone else had already processed
 -- measurably faster, which told them someone had that file. Keyed by owner
 -- now, so a user only ever gets their own earlier work back. The extractor
--- key also carries the OCR settings that change the text (on/off,
--- languages, dpi, page cap). The old rows are dropped: it is a cache, and
--- they name no owner.
+-- key also carries what the file was read as (its name decides between
+-- HTML, Markdown and text) and the OCR settings that change the text
+-- (on/off, languages, dpi, page cap). The old rows are dropped: it is a
+-- cache, and they name no owner.
 DROP TABLE extraction_cache;
 DROP TABLE chunk_cache;
 

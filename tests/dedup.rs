@@ -47,6 +47,23 @@ async fn extraction_was_cached(d: &Daemon, token: &str, job_id: &str) -> bool {
     ev["details"]["cached"].as_bool().unwrap()
 }
 
+/// Uploads `bytes` as `name` with `on_duplicate=keep`, waits for it to
+/// complete, and says whether its extraction came from the stage cache.
+async fn kept_copy_was_cached(d: &Daemon, token: &str, name: &str, bytes: &[u8]) -> bool {
+    let (status, v) = post(
+        d,
+        "/api/v1/documents?on_duplicate=keep",
+        token,
+        &[(name, bytes.to_vec())],
+    )
+    .await;
+    assert_eq!(status, 202, "{v}");
+    let job = v["job_id"].as_str().unwrap();
+    let ended = d.wait_job(token, job, WAIT).await;
+    assert_eq!(ended["stage"], "completed", "{ended}");
+    extraction_was_cached(d, token, job).await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_same_user_uploading_the_same_bytes_gets_the_existing_document() {
     let d = Daemon::start(Opts::default()).await;
@@ -406,4 +423,37 @@ async fn batches_report_their_duplicates_and_count_only_their_own_documents() {
     let (status, v) = send("/api/v1/batches?on_duplicate=keep", "dup-key").await;
     assert_eq!(status, 422, "{v}");
     assert_eq!(documents(&pool).await, 3);
+}
+
+/// The stage cache is keyed by what the file was read as (the name decides
+/// between Markdown and text) and by the OCR settings that change the text:
+/// the same bytes under another kind, or after a change of `ocr_dpi`, are
+/// extracted again; the same kind under the same settings is served.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stage_cache_is_keyed_by_kind_and_ocr_settings() {
+    let mut d = Daemon::start(Opts::default()).await;
+    let token = d.token(Uuid::new_v4());
+    let bytes = "# Rivers\n\nA *short* note about rivers and the bridges over them.\n"
+        .repeat(20)
+        .into_bytes();
+    assert!(
+        !kept_copy_was_cached(&d, &token, "notes.md", &bytes).await,
+        "the first run extracts"
+    );
+    assert!(
+        kept_copy_was_cached(&d, &token, "again.md", &bytes).await,
+        "the same bytes read the same way are served"
+    );
+    assert!(
+        !kept_copy_was_cached(&d, &token, "notes.txt", &bytes).await,
+        "read as plain text: not the Markdown's extraction"
+    );
+    // The same database under another OCR dpi: nothing made under the old settings is reused.
+    d.kill9();
+    let other = d.sibling(Opts::default().with("DOCULEARN_PIPELINE__OCR_DPI", 150));
+    assert!(
+        !kept_copy_was_cached(&other, &token, "third.md", &bytes).await,
+        "another dpi: extracted again"
+    );
+    assert!(kept_copy_was_cached(&other, &token, "fourth.md", &bytes).await);
 }

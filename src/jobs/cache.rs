@@ -1,5 +1,6 @@
 //! The stage cache: what extraction and chunking made of a file, kept per
-//! owner by content hash (and extractor key, and chunk settings), so a
+//! owner by content hash (and extractor key: version, kind of file, OCR
+//! settings; and chunk settings), so a
 //! re-run of the same bytes by the same user (a retry after a later stage
 //! failed, a crash, a re-upload with `on_duplicate=keep` or `replace`) skips
 //! them. Per owner, not shared: a cache shared between users would answer
@@ -14,35 +15,58 @@ use uuid::Uuid;
 use crate::config::PipelineSettings;
 use crate::db::{self, ChunkKey};
 use crate::pipeline::chunk::{self, Chunk};
+use crate::pipeline::extract::sniff::Kind;
 use crate::pipeline::extract::{self, Extracted};
 use crate::pipeline::StageError;
 use crate::services::Services;
 
-/// The extractor's version plus every setting that changes what it makes of
-/// the same bytes (OCR on or off, its languages, dpi and page cap), so a
-/// change of any of them does not reuse text made under the old ones.
-pub fn extractor_key(p: &PipelineSettings) -> String {
+/// Where a file's cached stage outputs are kept: whose, which bytes, and
+/// which extractor under which settings.
+#[derive(Debug, Clone)]
+pub struct Key {
+    pub owner: Uuid,
+    pub sha256: String,
+    pub extractor: String,
+}
+
+impl Key {
+    /// `kind` is what the bytes were sniffed as (the name decides between
+    /// HTML, Markdown and text, so the same bytes under another name may
+    /// read differently).
+    pub fn new(p: &PipelineSettings, owner: Uuid, sha256: String, kind: Kind) -> Key {
+        Key {
+            owner,
+            sha256,
+            extractor: extractor_key(p, kind),
+        }
+    }
+}
+
+/// The extractor's version, the kind of file, and every setting that
+/// changes what the extractor makes of the same bytes (OCR on or off, its
+/// languages, dpi and page cap), so a change of any of them does not reuse
+/// text made under the old ones.
+pub fn extractor_key(p: &PipelineSettings, kind: Kind) -> String {
     if p.ocr {
         format!(
-            "{};ocr={};dpi={};max_pages={}",
+            "{};{kind:?};ocr={};dpi={};max_pages={}",
             extract::EXTRACTOR,
             p.ocr_languages,
             p.ocr_dpi,
             p.ocr_max_pages
         )
     } else {
-        format!("{};ocr=off", extract::EXTRACTOR)
+        format!("{};{kind:?};ocr=off", extract::EXTRACTOR)
     }
 }
 
 /// The owner's cached extraction of these bytes, or `extract`'s (then
 /// cached). The flag says whether it came from the cache.
-pub async fn extraction<F>(s: &Services, owner: Uuid, sha: &str, extract: F) -> Result<(Extracted, bool), StageError>
+pub async fn extraction<F>(s: &Services, key: &Key, extract: F) -> Result<(Extracted, bool), StageError>
 where
     F: Future<Output = Result<Extracted, StageError>>,
 {
-    let key = extractor_key(&s.settings.pipeline);
-    match db::cached_extraction(&s.db, owner, sha, &key).await {
+    match db::cached_extraction(&s.db, key.owner, &key.sha256, &key.extractor).await {
         Ok(Some(v)) => {
             if let Ok(ex) = serde_json::from_value::<Extracted>(v) {
                 return Ok((ex, true));
@@ -53,7 +77,7 @@ where
     }
     let ex = extract.await?;
     if let Ok(v) = serde_json::to_value(&ex) {
-        if let Err(e) = db::cache_extraction(&s.db, owner, sha, &key, &v).await {
+        if let Err(e) = db::cache_extraction(&s.db, key.owner, &key.sha256, &key.extractor, &v).await {
             tracing::warn!(error = %e, "cannot cache the extracted text");
         }
     }
@@ -62,13 +86,12 @@ where
 
 /// The owner's cached chunks of this text under the configured chunk
 /// settings, or a fresh split (then cached).
-pub async fn chunks(s: &Services, owner: Uuid, sha: &str, extracted: &Extracted) -> Vec<Chunk> {
+pub async fn chunks(s: &Services, key: &Key, extracted: &Extracted) -> Vec<Chunk> {
     let p = &s.settings.pipeline;
-    let extractor = extractor_key(p);
     let key = ChunkKey {
-        owner,
-        sha256: sha,
-        extractor: &extractor,
+        owner: key.owner,
+        sha256: &key.sha256,
+        extractor: &key.extractor,
         size: p.chunk_size,
         overlap: p.chunk_overlap,
     };

@@ -126,6 +126,8 @@ pub async fn extract(state: &mut DocumentState) -> Result<Next, StageError> {
     .await?;
     let bytes = state.bytes.take().expect("download ran");
     let sha = hex::encode(Sha256::digest(&bytes));
+    let kind = extract::sniff::sniff(&bytes, &source.name, &source.content_type);
+    let key = cache::Key::new(&s.settings.pipeline, source.owner_id, sha, kind);
     let job_id = state.args.claimed.job_id.clone();
     let events = state.reporter.as_mut().expect("begin created the reporter");
     let run = async {
@@ -161,8 +163,8 @@ pub async fn extract(state: &mut DocumentState) -> Result<Next, StageError> {
         }
         Ok(extracted)
     };
-    let (extracted, from_cache) = cache::extraction(&s, source.owner_id, &sha, run).await?;
-    state.sha256 = Some(sha);
+    let (extracted, from_cache) = cache::extraction(&s, &key, run).await?;
+    state.cache_key = Some(key);
     db::set_extraction(
         &s.db,
         source.id,
@@ -412,9 +414,8 @@ pub async fn chunk(state: &mut DocumentState) -> Result<Next, StageError> {
         json!({}),
     )
     .await?;
-    let sha = state.sha256.clone().expect("extract ran");
-    let owner = state.source.as_ref().expect("begin ran").owner_id;
-    let chunks = cache::chunks(&s, owner, &sha, state.extracted.as_ref().expect("extract ran")).await;
+    let key = state.cache_key.clone().expect("extract ran");
+    let chunks = cache::chunks(&s, &key, state.extracted.as_ref().expect("extract ran")).await;
     if chunks.is_empty() {
         return Err(StageError::permanent("the document has no text to index"));
     }

@@ -890,7 +890,10 @@ pub async fn switch_search_model(pool: &PgPool, user: Uuid, model_id: i32) -> Re
 
 /// Puts a completed or failed job back to `queued` to run `function` (held
 /// for admission, as [`requeue`]); returns its attempt.
-pub async fn requeue_as(pool: &PgPool, owner: Uuid, job_id: &str, function: &str) -> Result<Option<i32>, sqlx::Error> {
+pub async fn requeue_as<'e, E>(exec: E, owner: Uuid, job_id: &str, function: &str) -> Result<Option<i32>, sqlx::Error>
+where
+    E: Executor<'e, Database = Postgres>,
+{
     sqlx::query_scalar(
         "UPDATE job_progress SET stage = 'queued', progress = 0, error = NULL, failed_stage = NULL, \
          completed_at = NULL, last_update = now(), enqueued_at = NULL, managed = true, function = $3 \
@@ -899,7 +902,7 @@ pub async fn requeue_as(pool: &PgPool, owner: Uuid, job_id: &str, function: &str
     .bind(job_id)
     .bind(owner)
     .bind(function)
-    .fetch_optional(pool)
+    .fetch_optional(exec)
     .await
 }
 
@@ -967,7 +970,10 @@ pub async fn lock_attempt(conn: &mut sqlx::PgConnection, job_id: &str, attempt: 
 /// Puts a failed or completed job back to `queued` for a re-run, held until
 /// admission lets it into the queue (we enqueue it now, whoever did before);
 /// returns the job's attempt (the `queued` event is written with it).
-pub async fn requeue(pool: &PgPool, owner: Uuid, job_id: &str) -> Result<Option<i32>, sqlx::Error> {
+pub async fn requeue<'e, E>(exec: E, owner: Uuid, job_id: &str) -> Result<Option<i32>, sqlx::Error>
+where
+    E: Executor<'e, Database = Postgres>,
+{
     sqlx::query_scalar(
         "UPDATE job_progress SET stage = 'queued', progress = 0, error = NULL, failed_stage = NULL, \
          completed_at = NULL, last_update = now(), enqueued_at = NULL, managed = true \
@@ -975,36 +981,43 @@ pub async fn requeue(pool: &PgPool, owner: Uuid, job_id: &str) -> Result<Option<
     )
     .bind(job_id)
     .bind(owner)
-    .fetch_optional(pool)
+    .fetch_optional(exec)
     .await
 }
 
 // ---------------------------------------------------------------- stage cache
 
-/// Cached output of a stage for these bytes, if any (a JSON value).
+/// Cached output of a stage for these bytes of this owner, if any (a JSON
+/// value). The cache is per owner: one user never gets another's work back.
 pub async fn cached_extraction(
     pool: &PgPool,
+    owner: Uuid,
     sha256: &str,
     extractor: &str,
 ) -> Result<Option<serde_json::Value>, sqlx::Error> {
-    let v: Option<Json<serde_json::Value>> =
-        sqlx::query_scalar("SELECT extracted FROM extraction_cache WHERE sha256 = $1 AND extractor = $2")
-            .bind(sha256)
-            .bind(extractor)
-            .fetch_optional(pool)
-            .await?;
+    let v: Option<Json<serde_json::Value>> = sqlx::query_scalar(
+        "SELECT extracted FROM extraction_cache WHERE owner_id = $1 AND sha256 = $2 AND extractor = $3",
+    )
+    .bind(owner)
+    .bind(sha256)
+    .bind(extractor)
+    .fetch_optional(pool)
+    .await?;
     Ok(v.map(|j| j.0))
 }
 
 pub async fn cache_extraction(
     pool: &PgPool,
+    owner: Uuid,
     sha256: &str,
     extractor: &str,
     value: &serde_json::Value,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO extraction_cache (sha256, extractor, extracted) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        "INSERT INTO extraction_cache (owner_id, sha256, extractor, extracted) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT DO NOTHING",
     )
+    .bind(owner)
     .bind(sha256)
     .bind(extractor)
     .bind(Json(value))
@@ -1013,40 +1026,40 @@ pub async fn cache_extraction(
     Ok(())
 }
 
-pub async fn cached_chunks(
-    pool: &PgPool,
-    sha256: &str,
-    extractor: &str,
-    size: usize,
-    overlap: usize,
-) -> Result<Option<serde_json::Value>, sqlx::Error> {
+/// Where a cached chunking is kept: whose, which bytes, which extractor, which settings.
+pub struct ChunkKey<'a> {
+    pub owner: Uuid,
+    pub sha256: &'a str,
+    pub extractor: &'a str,
+    pub size: usize,
+    pub overlap: usize,
+}
+
+pub async fn cached_chunks(pool: &PgPool, key: &ChunkKey<'_>) -> Result<Option<serde_json::Value>, sqlx::Error> {
     let v: Option<Json<serde_json::Value>> = sqlx::query_scalar(
-        "SELECT chunks FROM chunk_cache WHERE sha256 = $1 AND extractor = $2 AND chunk_size = $3 AND chunk_overlap = $4",
+        "SELECT chunks FROM chunk_cache WHERE owner_id = $1 AND sha256 = $2 AND extractor = $3 \
+         AND chunk_size = $4 AND chunk_overlap = $5",
     )
-    .bind(sha256)
-    .bind(extractor)
-    .bind(size as i32)
-    .bind(overlap as i32)
+    .bind(key.owner)
+    .bind(key.sha256)
+    .bind(key.extractor)
+    .bind(key.size as i32)
+    .bind(key.overlap as i32)
     .fetch_optional(pool)
     .await?;
     Ok(v.map(|j| j.0))
 }
 
-pub async fn cache_chunks(
-    pool: &PgPool,
-    sha256: &str,
-    extractor: &str,
-    size: usize,
-    overlap: usize,
-    value: &serde_json::Value,
-) -> Result<(), sqlx::Error> {
+pub async fn cache_chunks(pool: &PgPool, key: &ChunkKey<'_>, value: &serde_json::Value) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO chunk_cache (sha256, extractor, chunk_size, chunk_overlap, chunks) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        "INSERT INTO chunk_cache (owner_id, sha256, extractor, chunk_size, chunk_overlap, chunks) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
     )
-    .bind(sha256)
-    .bind(extractor)
-    .bind(size as i32)
-    .bind(overlap as i32)
+    .bind(key.owner)
+    .bind(key.sha256)
+    .bind(key.extractor)
+    .bind(key.size as i32)
+    .bind(key.overlap as i32)
     .bind(Json(value))
     .execute(pool)
     .await?;
@@ -1153,6 +1166,63 @@ pub async fn unfinished_managed_job(pool: &PgPool, job_id: &str) -> Result<Optio
     .bind(job_id)
     .fetch_optional(pool)
     .await
+}
+
+// ---------------------------------------------------------------- dedup
+
+/// Serialises submissions of the same bytes by the same owner (until the
+/// transaction ends), so two simultaneous uploads make one document. The
+/// lock is on the owner and a bucket of hashes (the first hex digit of the
+/// sha256), so a submission of a thousand files takes at most 16 locks
+/// (advisory locks share Postgres's lock table); two uploads of different
+/// files by the same user meet in a bucket now and then, and then one waits
+/// for the other's commit. Keyed by owner: one user's upload never waits on
+/// another's.
+pub async fn lock_owner_hash_bucket(tx: &mut sqlx::PgConnection, owner: Uuid, bucket: char) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 11))")
+        .bind(format!("{owner}:{bucket}"))
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// The owner's document with these bytes that has not failed (queued,
+/// running or completed), the oldest if several.
+#[derive(Debug, Clone)]
+pub struct Duplicate {
+    pub document_id: Uuid,
+    pub job_id: String,
+    pub stage: String,
+}
+
+pub async fn find_duplicate(
+    tx: &mut sqlx::PgConnection,
+    owner: Uuid,
+    sha256: &str,
+) -> Result<Option<Duplicate>, sqlx::Error> {
+    let row: Option<(Uuid, String, String)> = sqlx::query_as(
+        "SELECT d.id, j.job_id, j.stage FROM documents d JOIN job_progress j ON j.document_id = d.id \
+         WHERE d.owner_id = $1 AND d.sha256 = $2 AND j.stage <> 'failed' ORDER BY d.created_at, d.id LIMIT 1",
+    )
+    .bind(owner)
+    .bind(sha256)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(row.map(|(document_id, job_id, stage)| Duplicate {
+        document_id,
+        job_id,
+        stage,
+    }))
+}
+
+/// Gives a document the name of the upload that replaces it.
+pub async fn rename_document(tx: &mut sqlx::PgConnection, id: Uuid, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE documents SET name = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------- idempotency

@@ -3,7 +3,11 @@
 //! completed or failed; then one summary line per file. The socket is opened
 //! before the first upload and every reconnect sends `resume` with the last
 //! `seq` per job, so no event is lost; a slow poll of `GET /api/v1/jobs/{id}`
-//! backs the socket up. Exit status: 0 if every file completed, 1 if not.
+//! backs the socket up. A file the user already uploaded is not uploaded
+//! again: it is reported as "already uploaded" with that document's state
+//! and not waited for (`--on-duplicate replace` processes that document
+//! again and follows it; `keep` makes a second document). Exit status: 0 if
+//! every file completed (or was already uploaded), 1 if not.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -25,6 +29,8 @@ pub struct IngestArgs {
     pub files: Vec<PathBuf>,
     /// Give up on files not finished after this long.
     pub timeout: Duration,
+    /// `existing`, `replace` or `keep` (the upload's `on_duplicate`).
+    pub on_duplicate: String,
 }
 
 /// One file's fate.
@@ -47,6 +53,19 @@ enum Outcome {
     Failed {
         reason: String,
     },
+    /// The daemon already had these bytes: the existing document's state.
+    AlreadyUploaded {
+        document_id: String,
+        status: String,
+    },
+}
+
+/// What the daemon made of one upload.
+enum Answer {
+    /// A job to follow; events up to `after_seq` are an earlier run's.
+    Queued { job_id: String, after_seq: i64 },
+    /// The user's existing document with the same bytes.
+    Duplicate { document_id: String, status: String },
 }
 
 const BACKOFF_START: Duration = Duration::from_secs(1);
@@ -154,12 +173,20 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<bool> {
             stage: "uploading".into(),
             outcome: None,
         };
-        match upload(&http, &args.server, &args.token, path, &name).await {
-            Ok(job_id) => {
-                plain_line(plain, &name, "queued", &format!("uploaded as {job_id}"));
+        match upload(&http, &args, path, &name).await {
+            Ok(Answer::Queued { job_id, after_seq }) => {
+                let how = if after_seq > 0 { "replacing" } else { "uploaded as" };
+                plain_line(plain, &name, "queued", &format!("{how} {job_id}"));
                 t.bar.set_message(format!("queued ({job_id})"));
                 by_job.insert(job_id.clone(), tracked.len());
                 t.job_id = Some(job_id);
+                t.last_seq = after_seq;
+            }
+            Ok(Answer::Duplicate { document_id, status }) => {
+                let line = format!("already uploaded as document {document_id} ({status})");
+                plain_line(plain, &name, "already uploaded", &line);
+                t.bar.finish_with_message(line);
+                t.outcome = Some(Outcome::AlreadyUploaded { document_id, status });
             }
             Err(reason) => {
                 plain_line(plain, &name, "failed", &reason);
@@ -263,6 +290,9 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<bool> {
                 all_ok = false;
                 println!("✗ {}: failed: {reason}", t.name);
             }
+            Some(Outcome::AlreadyUploaded { document_id, status }) => {
+                println!("= {}: already uploaded as document {document_id} ({status})", t.name);
+            }
             None => unreachable!("the loop ends only when every file has an outcome"),
         }
     }
@@ -340,14 +370,14 @@ async fn poll(http: &reqwest::Client, server: &str, token: &str, tracked: &mut [
     }
 }
 
-/// Uploads one file; the job id, or why it was refused.
+/// Uploads one file; what the daemon made of it, or why it was refused.
 async fn upload(
     http: &reqwest::Client,
-    server: &str,
-    token: &str,
+    args: &IngestArgs,
     path: &std::path::Path,
     name: &str,
-) -> Result<String, String> {
+) -> Result<Answer, String> {
+    let server = &args.server;
     let bytes = tokio::fs::read(path)
         .await
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -358,21 +388,37 @@ async fn upload(
     let url = format!("{}/api/v1/documents", server.trim_end_matches('/'));
     let resp = http
         .post(url)
-        .bearer_auth(token)
+        .query(&[("on_duplicate", args.on_duplicate.as_str())])
+        .bearer_auth(&args.token)
         .multipart(form)
         .send()
         .await
         .map_err(|e| format!("cannot reach the daemon at {server}: {e}"))?;
     let status = resp.status();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
-    if status.as_u16() != 202 {
+    if !matches!(status.as_u16(), 200 | 202) {
         let msg = body["error"]["message"].as_str().unwrap_or("no reason given");
         return Err(format!("the daemon refused the upload ({}): {msg}", status.as_u16()));
     }
-    body["job_id"]
+    answer(&body)
+}
+
+/// Reads an upload's answer (one entry).
+fn answer(body: &Value) -> Result<Answer, String> {
+    let job_id = body["job_id"]
         .as_str()
         .map(str::to_string)
-        .ok_or_else(|| "the daemon's answer has no job id".to_string())
+        .ok_or_else(|| "the daemon's answer has no job id".to_string())?;
+    match body["duplicate_of"].as_str() {
+        Some(document_id) if body["replaced"] != true => Ok(Answer::Duplicate {
+            document_id: document_id.to_string(),
+            status: body["status"].as_str().unwrap_or("?").to_string(),
+        }),
+        _ => Ok(Answer::Queued {
+            job_id,
+            after_seq: body["seq"].as_i64().map_or(0, |s| s - 1),
+        }),
+    }
 }
 
 /// `doculearn search QUERY`: asks the daemon and prints the passages, best
@@ -519,5 +565,17 @@ mod tests {
         assert_eq!(ws_url("http://h:1/", "u").unwrap(), "ws://h:1/api/v1/ws/u");
         assert_eq!(ws_url("https://h", "u").unwrap(), "wss://h/api/v1/ws/u");
         assert!(ws_url("ftp://h", "u").is_err());
+    }
+
+    #[test]
+    fn answers_are_read() {
+        let new = json!({ "document_id": "d", "job_id": "doc:d", "status": "queued" });
+        assert!(matches!(answer(&new), Ok(Answer::Queued { after_seq: 0, .. })));
+        let dup = json!({ "document_id": "d", "job_id": "doc:d", "status": "completed", "duplicate_of": "d" });
+        assert!(matches!(answer(&dup), Ok(Answer::Duplicate { status, .. }) if status == "completed"));
+        let replaced = json!({ "document_id": "d", "job_id": "doc:d", "status": "queued", "duplicate_of": "d",
+                               "replaced": true, "seq": 9 });
+        assert!(matches!(answer(&replaced), Ok(Answer::Queued { after_seq: 8, .. })));
+        assert!(answer(&json!({})).is_err());
     }
 }

@@ -100,6 +100,11 @@ enum Command {
         /// Stop waiting after this long (the jobs go on in the daemon).
         #[arg(long, default_value = "1h")]
         timeout: String,
+        /// A file you already uploaded: `existing` (default: say "already
+        /// uploaded" and show that document's state), `replace` (process
+        /// that document again) or `keep` (a second document).
+        #[arg(long, value_parser = ["existing", "replace", "keep"], default_value = "existing")]
+        on_duplicate: String,
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -190,10 +195,17 @@ fn main() -> ExitCode {
         token,
         user,
         timeout,
+        on_duplicate,
         files,
     } = cli.command
     {
-        return ingest(cli.config.as_ref(), server, token, user, &timeout, files);
+        return ingest(
+            cli.config.as_ref(),
+            ClientArgs { server, token, user },
+            &timeout,
+            on_duplicate,
+            files,
+        );
     }
     if let Command::Search {
         server,
@@ -379,14 +391,21 @@ fn reembed(
     }
 }
 
-fn ingest(
-    config: Option<&PathBuf>,
+/// How `ingest` reaches the daemon: `--server`, and `--token` or `--user`.
+struct ClientArgs {
     server: Option<String>,
     token: Option<String>,
     user: Option<Uuid>,
+}
+
+fn ingest(
+    config: Option<&PathBuf>,
+    c: ClientArgs,
     timeout: &str,
+    on_duplicate: String,
     files: Vec<PathBuf>,
 ) -> ExitCode {
+    let ClientArgs { server, token, user } = c;
     let timeout = match parse_ttl(timeout) {
         Ok(t) if t > 0 => std::time::Duration::from_secs(t as u64),
         Ok(_) => {
@@ -407,6 +426,7 @@ fn ingest(
         token,
         files,
         timeout,
+        on_duplicate,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,

@@ -1,6 +1,7 @@
 //! `doculearn ingest FILE...` against a real daemon: the summary lines, the
 //! exit status, the stage lines it prints when not on a terminal, minting a
-//! token from the config, and following a job through a daemon restart.
+//! token from the config, files already uploaded (and `--on-duplicate`), and
+//! following a job through a daemon restart.
 
 mod common;
 
@@ -91,9 +92,18 @@ async fn ingest_reports_each_file_and_fails_when_one_fails() {
     }
     assert!(stderr.contains("broken.pdf: failed: the PDF is damaged"), "{stderr}");
 
-    // All good: exit 0. The token here is minted from the configured secret.
+    // All good: exit 0. The token here is minted from the configured secret;
+    // the file is uploaded once more on purpose (`keep`: a second document).
     let out = ingest(
-        &["--server", &server, "--user", &user.to_string(), pdf.to_str().unwrap()],
+        &[
+            "--server",
+            &server,
+            "--user",
+            &user.to_string(),
+            "--on-duplicate",
+            "keep",
+            pdf.to_str().unwrap(),
+        ],
         &[("DOCULEARN_AUTH__JWT_SECRET", SECRET)],
     );
     assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
@@ -122,6 +132,73 @@ async fn ingest_reports_each_file_and_fails_when_one_fails() {
         .await
         .unwrap();
     assert_eq!(n, 4, "three uploads, then one more; the refused runs uploaded nothing");
+}
+
+/// A file already uploaded is said to be so, with its document's state, and
+/// not waited for; `--on-duplicate replace` processes that document again
+/// and follows the new run; a refused value is explained before any upload.
+#[tokio::test]
+async fn ingest_says_already_uploaded_and_replaces_on_request() {
+    let d = Daemon::start(Opts::default()).await;
+    let token = d.token(Uuid::new_v4());
+    let server = format!("http://{}", d.addr);
+    let db = d.db().await;
+    let txt = corpus_file("debian-manifesto.txt");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--server", server.as_str(), "--token", token.as_str()];
+        args.extend_from_slice(extra);
+        args.push(txt.to_str().unwrap());
+        ingest(&args, &[])
+    };
+
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("✓ debian-manifesto.txt: completed in "));
+    let (doc,): (Uuid,) = sqlx::query_as("SELECT id FROM documents").fetch_one(&db).await.unwrap();
+
+    // Again: "already uploaded", the document and its state; nothing new.
+    let out = run(&[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert_eq!(
+        stdout.trim_end(),
+        format!("= debian-manifesto.txt: already uploaded as document {doc} (completed)")
+    );
+    assert!(text(&out.stderr).contains("debian-manifesto.txt: already uploaded: "));
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM documents")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+
+    // Replace: the same document runs again, and ingest waits for that run
+    // (not the earlier run's completed event).
+    let out = run(&["--on-duplicate", "replace"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.starts_with("✓ debian-manifesto.txt: completed in "), "{stdout}");
+    let (attempt, completions): (i32, i64) = sqlx::query_as(
+        "SELECT j.attempt, (SELECT count(*) FROM job_progress_history h WHERE h.job_id = j.job_id \
+         AND h.event_type = 'job_completed') FROM job_progress j WHERE j.document_id = $1",
+    )
+    .bind(doc)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        (attempt, completions),
+        (2, 2),
+        "a second run of the same job, to its end"
+    );
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM documents")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+
+    let out = run(&["--on-duplicate", "overwrite"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("replace"), "{}", text(&out.stderr));
 }
 
 #[tokio::test]

@@ -438,11 +438,14 @@ async fn outgoing_events_are_coalesced_per_job_but_stage_changes_and_the_end_are
 async fn uploads_per_minute_are_limited_with_retry_after() {
     let d = Daemon::start(Opts::default().with("DOCULEARN_HTTP__UPLOADS_PER_MINUTE", 3)).await;
     let token = d.token(Uuid::new_v4());
+    // Different bytes each: the same bytes again would be a duplicate (200), still charged.
     for i in 0..3 {
-        let r = d.upload(&token, &[(&format!("f{i}.txt"), b"x".to_vec())]).await;
+        let r = d
+            .upload(&token, &[(&format!("f{i}.txt"), format!("x{i}").into_bytes())])
+            .await;
         assert_eq!(r.status(), 202);
     }
-    let r = d.upload(&token, &[("f4.txt", b"x".to_vec())]).await;
+    let r = d.upload(&token, &[("f4.txt", b"x4".to_vec())]).await;
     assert_eq!(r.status(), 429);
     let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");

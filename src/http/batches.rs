@@ -1,15 +1,16 @@
 //! `POST /api/v1/batches` (several files as one batch: all stored and
-//! queued, or none; `Idempotency-Key` honoured) and `GET /api/v1/batches/{id}`
-//! (its aggregated state and documents).
+//! queued, or none; `Idempotency-Key` and `on_duplicate` honoured; files the
+//! user already has are reported, not made members) and
+//! `GET /api/v1/batches/{id}` (its aggregated state and documents).
 
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{Multipart, Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::auth::AuthUser;
-use super::documents::{charge_uploads, idempotency_key, read_files, submit, UploadedFile};
+use super::documents::{charge_uploads, idempotency_key, on_duplicate, read_files, submit, UploadedFile};
 use super::error::ApiError;
 use super::AppState;
 use crate::batches;
@@ -18,10 +19,19 @@ use crate::jobs::submit::Submission;
 /// Most files one batch may hold.
 pub const MAX_BATCH_FILES: usize = 1000;
 
+#[derive(serde::Deserialize)]
+pub struct BatchQuery {
+    /// `existing` (default), `replace` or `keep`.
+    on_duplicate: Option<String>,
+}
+
 #[utoipa::path(post, path = "/api/v1/batches", operation_id = "batches_create", tag = "batches",
+    params(("on_duplicate" = Option<crate::http::openapi::OnDuplicateParam>, Query, description = "As for `POST /api/v1/documents`. Duplicates are listed in `documents` with `duplicate_of` and counted in `duplicates`, not in `total`: the batch holds only the documents it created.")),
     request_body(content = crate::http::openapi::UploadForm, content_type = "multipart/form-data"),
     responses(
+        (status = 200, description = "Every file is one you already have: no batch is created (`batch_id` null)", body = crate::http::openapi::BatchAccepted),
         (status = 202, description = "Batch accepted", body = crate::http::openapi::BatchAccepted),
+        (status = 409, description = "on_duplicate=replace of a document whose job is still queued or running", body = crate::http::openapi::ErrorBody),
         (status = 400, description = "No file, or too many", body = crate::http::openapi::ErrorBody),
         (status = 401, description = "No valid token", body = crate::http::openapi::ErrorBody),
         (status = 413, description = "A file is too large", body = crate::http::openapi::ErrorBody),
@@ -32,10 +42,14 @@ pub async fn create(
     State(state): State<AppState>,
     user: AuthUser,
     headers: axum::http::HeaderMap,
+    Query(q): Query<BatchQuery>,
     multipart: Multipart,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let key = idempotency_key(&headers)?;
-    let files = read_files(multipart, state.services.settings.http.max_upload_bytes).await?;
+    on_duplicate(q.on_duplicate.as_deref(), None)?;
+    let form = read_files(multipart, state.services.settings.http.max_upload_bytes).await?;
+    let on_duplicate = on_duplicate(q.on_duplicate.as_deref(), form.on_duplicate.as_deref())?;
+    let files = form.files;
     if files.is_empty() {
         return Err(ApiError::BadRequest(
             "the batch has no file (send multipart fields with filenames)".into(),
@@ -55,6 +69,7 @@ pub async fn create(
             batch: true,
             enqueue: true,
             idempotency_key: key,
+            on_duplicate,
         },
     )
     .await

@@ -1,6 +1,7 @@
 //! Documents: upload (multipart files, or `{"url": ...}`), list, inspect,
 //! delete. Uploads go to the job lifecycle ([`crate::jobs::submit`]): every
-//! file stored and queued, or none; an `Idempotency-Key` makes a retry safe.
+//! file stored and queued, or none; an `Idempotency-Key` makes a retry safe;
+//! a file the user already has answers with its document (`on_duplicate`).
 
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
@@ -14,7 +15,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::db;
 use crate::domain::job_id_for;
-use crate::jobs::submit::{Submission, SubmitError, Upload};
+use crate::jobs::submit::{OnDuplicate, Submission, SubmitError, Upload};
 
 /// A file name safe to store and show: no path, no control characters, at
 /// most 255 characters.
@@ -69,15 +70,47 @@ pub fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>
     Ok(Some(key.to_string()))
 }
 
+/// `on_duplicate` from the query string and/or a multipart form field:
+/// `existing` (the default), `replace` or `keep`; anything else, or two
+/// different values, is refused.
+pub fn on_duplicate(query: Option<&str>, form: Option<&str>) -> Result<OnDuplicate, ApiError> {
+    let parse = |raw: &str| {
+        OnDuplicate::parse(raw.trim()).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "on_duplicate must be one of {} (got “{raw}”)",
+                OnDuplicate::ALLOWED
+            ))
+        })
+    };
+    let q = query.map(parse).transpose()?;
+    let f = form.map(parse).transpose()?;
+    match (q, f) {
+        (Some(a), Some(b)) if a != b => Err(ApiError::BadRequest(format!(
+            "on_duplicate is {} in the query but {} in the form; send one",
+            a.as_str(),
+            b.as_str()
+        ))),
+        (a, b) => Ok(a.or(b).unwrap_or_default()),
+    }
+}
+
 /// Stores and queues everything, or nothing; maps the lifecycle's errors.
+/// 202 when something was queued, 200 when every file was a duplicate
+/// answered with the user's existing document.
 pub async fn submit(state: &AppState, sub: Submission) -> Result<(StatusCode, Json<Value>), ApiError> {
     match crate::jobs::submit::submit(&state.services, sub).await {
         Ok(done) => {
             if done.replayed {
                 tracing::info!("idempotent retry answered from the stored response");
             }
-            Ok((StatusCode::ACCEPTED, Json(done.body)))
+            let status = if done.queued {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::OK
+            };
+            Ok((status, Json(done.body)))
         }
+        Err(e @ SubmitError::ReplaceBusy { .. }) => Err(ApiError::Conflict(e.to_string())),
         Err(SubmitError::KeyReused) => Err(ApiError::Unprocessable(
             "this Idempotency-Key was used for a different request".into(),
         )),
@@ -117,14 +150,35 @@ impl UploadedFile {
     }
 }
 
-/// Reads every file field of a multipart body, enforcing the per-file limit.
-pub async fn read_files(mut multipart: Multipart, max_file: u64) -> Result<Vec<UploadedFile>, ApiError> {
+/// The files of a multipart body, and its `on_duplicate` form field.
+pub struct UploadedForm {
+    pub files: Vec<UploadedFile>,
+    pub on_duplicate: Option<String>,
+}
+
+/// Longest plain form field kept (`on_duplicate`).
+const MAX_FORM_FIELD: usize = 64;
+
+/// Reads every file field of a multipart body, enforcing the per-file
+/// limit, and the `on_duplicate` field.
+pub async fn read_files(mut multipart: Multipart, max_file: u64) -> Result<UploadedForm, ApiError> {
     let mut files = Vec::new();
+    let mut on_duplicate = None;
     loop {
         let field = multipart.next_field().await.map_err(multipart_error)?;
         let Some(mut field) = field else { break };
         let Some(file_name) = field.file_name().map(clean_name) else {
-            // Plain form fields carry no file; ignore them.
+            if field.name() == Some("on_duplicate") {
+                let value = field.text().await.map_err(multipart_error)?;
+                if value.len() > MAX_FORM_FIELD {
+                    return Err(ApiError::BadRequest(format!(
+                        "on_duplicate must be one of {}",
+                        OnDuplicate::ALLOWED
+                    )));
+                }
+                on_duplicate = Some(value);
+            }
+            // Other plain form fields carry no file; ignore them.
             continue;
         };
         let content_type = clean_content_type(field.content_type());
@@ -144,7 +198,7 @@ pub async fn read_files(mut multipart: Multipart, max_file: u64) -> Result<Vec<U
             bytes,
         });
     }
-    Ok(files)
+    Ok(UploadedForm { files, on_duplicate })
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
@@ -168,18 +222,26 @@ pub struct UploadQuery {
     /// `false`: store the document and its `queued` job row, but leave the
     /// enqueueing to the caller's own arq client (a Python backend).
     enqueue: Option<bool>,
+    /// `existing` (default), `replace` or `keep`.
+    on_duplicate: Option<String>,
 }
 
 /// `POST /api/v1/documents`: 202 with `{document_id, job_id, status}` for one
-/// file or a URL, a JSON array of those for several files.
+/// file or a URL, a JSON array of those for several files; 200 when every
+/// file is one the user already has (each entry then names it in `duplicate_of`).
 #[utoipa::path(post, path = "/api/v1/documents", operation_id = "documents_upload", tag = "documents",
-    params(("enqueue" = Option<bool>, Query, description = "false: store only; the caller's arq client enqueues `doc:{id}`")),
+    params(
+        ("enqueue" = Option<bool>, Query, description = "false: store only; the caller's arq client enqueues `doc:{id}`"),
+        ("on_duplicate" = Option<crate::http::openapi::OnDuplicateParam>, Query, description = "What a file whose bytes you already have in a document that has not failed does: `existing` (default: answer with that document, store nothing), `replace` (re-process that document, same ids; 409 while its job is queued or running), `keep` (a second document). Also accepted as a multipart form field. URL uploads are not deduplicated."),
+    ),
     request_body(content(
         (crate::http::openapi::UploadForm = "multipart/form-data"),
         (UrlUpload = "application/json"),
     )),
     responses(
-        (status = 202, description = "Accepted and queued", body = crate::http::openapi::UploadAccepted),
+        (status = 200, description = "Every file is one you already have: the existing documents (`duplicate_of`), nothing stored", body = crate::http::openapi::UploadAccepted),
+        (status = 202, description = "Accepted and queued (entries that are duplicates carry `duplicate_of`; a replaced one `replaced: true`)", body = crate::http::openapi::UploadAccepted),
+        (status = 409, description = "on_duplicate=replace of a document whose job is still queued or running", body = crate::http::openapi::ErrorBody),
         (status = 400, description = "Malformed request", body = crate::http::openapi::ErrorBody),
         (status = 401, description = "No valid token", body = crate::http::openapi::ErrorBody),
         (status = 413, description = "A file is above http.max_upload_bytes", body = crate::http::openapi::ErrorBody),
@@ -196,6 +258,8 @@ pub async fn upload(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let enqueue = q.enqueue.unwrap_or(true);
     let key = idempotency_key(req.headers())?;
+    // Checked up front (a URL upload too), so a typo is never silently ignored.
+    let query_dup = on_duplicate(q.on_duplicate.as_deref(), None)?;
     let ct = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -227,6 +291,7 @@ pub async fn upload(
                 batch: false,
                 enqueue,
                 idempotency_key: key,
+                on_duplicate: query_dup,
             },
         )
         .await;
@@ -239,7 +304,9 @@ pub async fn upload(
     let multipart = Multipart::from_request(req, &state)
         .await
         .map_err(|e| ApiError::BadRequest(format!("the multipart body is malformed: {}", e.body_text())))?;
-    let files = read_files(multipart, state.services.settings.http.max_upload_bytes).await?;
+    let form = read_files(multipart, state.services.settings.http.max_upload_bytes).await?;
+    let on_duplicate = on_duplicate(q.on_duplicate.as_deref(), form.on_duplicate.as_deref())?;
+    let files = form.files;
     if files.is_empty() {
         return Err(ApiError::BadRequest(
             "the upload has no file (send a multipart field with a filename)".into(),
@@ -254,6 +321,7 @@ pub async fn upload(
             batch: false,
             enqueue,
             idempotency_key: key,
+            on_duplicate,
         },
     )
     .await

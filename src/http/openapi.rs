@@ -28,16 +28,40 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
-/// A document accepted for processing.
+/// A document accepted for processing, or the existing document a
+/// duplicate file is answered with.
 #[derive(Serialize, ToSchema)]
 pub struct Accepted {
     pub document_id: Uuid,
     /// `doc:{document_id}`
     pub job_id: String,
-    /// Always `queued`.
+    /// `queued` for a new (or replaced) document; for a duplicate, the
+    /// existing document's current stage.
     pub status: String,
     /// Present (false) when the upload asked `?enqueue=false`.
     pub enqueued: Option<bool>,
+    /// Present when the file's bytes are those of a document you already
+    /// have (or of an earlier file of the same request): that document's
+    /// id, the same as `document_id`. Nothing new was stored for it.
+    pub duplicate_of: Option<Uuid>,
+    /// Present (true) when `on_duplicate=replace` re-queued that document.
+    pub replaced: Option<bool>,
+    /// With `replaced`: the `seq` of the new run's `job_queued` event (the
+    /// job's events up to it are the earlier run's).
+    pub seq: Option<i64>,
+}
+
+/// `on_duplicate`: what a file you already have does.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum OnDuplicateParam {
+    /// Answer with the existing document (the default).
+    Existing,
+    /// Re-process the existing document into the same ids.
+    Replace,
+    /// Store a second document on purpose.
+    Keep,
 }
 
 /// One file or a URL: one object; several files: an array, in upload order.
@@ -54,6 +78,8 @@ pub enum UploadAccepted {
 pub struct UploadForm {
     #[schema(value_type = Vec<String>, format = Binary, min_items = 1)]
     pub file: Vec<Vec<u8>>,
+    /// As the `on_duplicate` query parameter (the two must agree when both are sent).
+    pub on_duplicate: Option<OnDuplicateParam>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -96,11 +122,17 @@ pub struct SearchResults {
 
 #[derive(Serialize, ToSchema)]
 pub struct BatchAccepted {
-    pub batch_id: Uuid,
-    /// `batch:{batch_id}`: the batch's own progress job.
-    pub job_id: String,
+    /// Null when every file was a duplicate (no batch was created).
+    pub batch_id: Option<Uuid>,
+    /// `batch:{batch_id}`: the batch's own progress job (null without a batch).
+    pub job_id: Option<String>,
+    /// The documents the batch created (its members).
     pub total: i64,
+    /// Entries answered with an existing document (`duplicate_of`): not members.
+    pub duplicates: i64,
+    /// `queued`, or `duplicate` when no batch was created.
     pub status: String,
+    /// Every file, in upload order.
     pub documents: Vec<Accepted>,
 }
 
@@ -228,7 +260,7 @@ impl Modify for BearerAuth {
         super::health::metrics,
     ),
     components(schemas(
-        ErrorBody, ErrorDetail, Accepted, UploadAccepted, UploadForm, DocumentList, DocumentView, JobView,
+        ErrorBody, ErrorDetail, Accepted, OnDuplicateParam, UploadAccepted, UploadForm, DocumentList, DocumentView, JobView,
         History, ProgressEvent, EventType, Stage, JobQueued, CancelResult, ProgressAck, SearchResults, SearchHit,
         BatchAccepted, BatchView, BatchDocument, Analytics, StageStats, ContentTypeStats, Recovery, Action,
         AdminJobs, AdminJob, Alive, Readiness, ReembedStarted, ReembedStatus, ModelCount,

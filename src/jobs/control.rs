@@ -1,5 +1,7 @@
 //! What a job's owner can do to it: retry a failed job (through admission,
-//! like any upload) and cancel a queued or running one (wherever it runs).
+//! like any upload; an upload's `on_duplicate=replace` re-runs a completed
+//! one the same way, see [`release`]) and cancel a queued or running one
+//! (wherever it runs).
 
 use std::time::Duration;
 
@@ -72,14 +74,22 @@ pub async fn retry(s: &Services, owner: Uuid, job_id: &str) -> Result<Value, Con
         )
         .await?
         .ok_or_else(changed)?;
-    // The failed run's arq result would make arq refuse the same job id.
+    release(s, owner, job_id, document_id).await?;
+    Ok(json!({ "job_id": job_id, "document_id": document_id, "status": "queued" }))
+}
+
+/// Lets a requeued job (a retry, or an upload's `on_duplicate=replace`) run
+/// as its next attempt: its earlier run's arq result is removed (arq would
+/// refuse the same job id while it exists), then the job enters the queue
+/// through admission, like any upload.
+pub async fn release(s: &Services, owner: Uuid, job_id: &str, document_id: Uuid) -> Result<(), ControlError> {
     s.queue.forget_result(job_id).await?;
     match admission::admit(s, owner, job_id, document_id).await {
         Ok(Admission::Enqueued) => {}
-        Ok(Admission::Held) => tracing::info!(job_id, user_id = %owner, "retry held back for fairness"),
-        Err(e) => tracing::warn!(job_id, error = %e, "cannot enqueue the retry now; it waits in Postgres"),
+        Ok(Admission::Held) => tracing::info!(job_id, user_id = %owner, "re-run held back for fairness"),
+        Err(e) => tracing::warn!(job_id, error = %e, "cannot enqueue the re-run now; it waits in Postgres"),
     }
-    Ok(json!({ "job_id": job_id, "document_id": document_id, "status": "queued" }))
+    Ok(())
 }
 
 /// Where a cancel got to.

@@ -242,7 +242,8 @@ def test_abort_cancels_deferred_queued_and_running_jobs(daemon_factory):
     )
     user = uuid.uuid4()
     t = token(user)
-    docs = [d.upload(t, f"m{i}.txt", corpus("debian-manifesto.txt")) for i in range(3)]
+    # Three different files: the same bytes again would answer with the first document (dedup).
+    docs = [d.upload(t, f"m{i}.txt", corpus("debian-manifesto.txt") + f"\n{i}\n".encode()) for i in range(3)]
 
     async def main():
         redis = await arq_pool(d)

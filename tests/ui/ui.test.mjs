@@ -235,6 +235,19 @@ test("search finds the PDF's chunk and names the document", { timeout: 60_000 },
   await shot("08-search");
 });
 
+test("a file uploaded again is not stored twice: its card says it was already uploaded", { timeout: 60_000 }, async () => {
+  const name = "jacow-latex-a4.pdf";
+  const before = await page.locator("article.card:not(.batch)").count();
+  await uploadFiles(join(CORPUS, name));
+  const c = card(name);
+  await c.locator(".duplicate", { hasText: "Already uploaded" }).waitFor({ timeout: 30_000 });
+  assert.equal(await c.locator(".badge").textContent(), "completed", "the existing document's state");
+  await page.locator(".toast", { hasText: `${name} was already uploaded (completed)` }).waitFor();
+  assert.equal(await page.locator("article.card:not(.batch)").count(), before, "no new card");
+  assert.equal(await page.locator("article.card:not(.batch) h3").first().textContent(), name, "its card is on top");
+  await shot("08b-already-uploaded");
+});
+
 test("many files become a batch with one aggregated bar", { timeout: 120_000 }, async () => {
   const files = ["a", "b", "c"].map((x) => ({
     name: `notes-${x}.md`, mimeType: "text/markdown",

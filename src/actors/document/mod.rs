@@ -83,8 +83,8 @@ pub struct DocumentState {
     source: Option<DocumentSource>,
     bytes: Option<Vec<u8>>,
     extracted: Option<Extracted>,
-    /// Content hash of the bytes: the stage cache's key.
-    sha256: Option<String>,
+    /// Where the stage cache keeps this file's outputs (owner, content hash, extractor).
+    cache_key: Option<crate::jobs::cache::Key>,
     chunks: Vec<Chunk>,
     vectors: Vec<Vec<f32>>,
     /// A `reembed_document` job: the stored chunks get the configured
@@ -126,7 +126,7 @@ impl Actor for DocumentActor {
             source: None,
             bytes: None,
             extracted: None,
-            sha256: None,
+            cache_key: None,
             chunks: Vec::new(),
             vectors: Vec::new(),
             reembed: false,

@@ -161,6 +161,8 @@ pub async fn extract(state: &mut DocumentState) -> Result<Next, StageError> {
     .await?;
     let bytes = state.bytes.take().expect("download ran");
     let sha = hex::encode(Sha256::digest(&bytes));
+    let kind = extract::sniff::sniff(&bytes, &source.name, &source.content_type);
+    let key = cache::Key::new(&s.settings.pipeline, source.owner_id, sha, kind);
     let job_id = state.args.claimed.job_id.clone();
     let events = state.reporter.as_mut().expect("begin created the reporter");
     let run = async {
@@ -196,8 +198,8 @@ pub async fn extract(state: &mut DocumentState) -> Result<Next, StageError> {
         }
         Ok(extracted)
     };
-    let (extracted, from_cache) = cache::extraction(&s, &sha, run).await?;
-    state.sha256 = Some(sha);
+    let (extracted, from_cache) = cache::extraction(&s, &key, run).await?;
+    state.cache_key = Some(key);
     db::set_extraction(
         &s.db,
         source.id,
@@ -447,8 +449,8 @@ pub async fn chunk(state: &mut DocumentState) -> Result<Next, StageError> {
         json!({}),
     )
     .await?;
-    let sha = state.sha256.clone().expect("extract ran");
-    let chunks = cache::chunks(&s, &sha, state.extracted.as_ref().expect("extract ran")).await;
+    let key = state.cache_key.clone().expect("extract ran");
+    let chunks = cache::chunks(&s, &key, state.extracted.as_ref().expect("extract ran")).await;
     if chunks.is_empty() {
         return Err(StageError::permanent("the document has no text to index"));
     }

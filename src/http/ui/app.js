@@ -245,6 +245,7 @@ function buildCard(job) {
   const message = el("p", { class: "message" });
   const reason = el("p", { class: "reason", role: "alert" });
   const warning = el("p", { class: "warning", role: "status" });
+  const duplicate = el("p", { class: "duplicate", role: "status" });
   const times = el("p", { class: "times" });
   const retry = el("button", { type: "button", class: "secondary", "data-action": "retry" }, "Retry");
   const cancel = el("button", { type: "button", class: "danger", "data-action": "cancel" }, "Cancel");
@@ -253,9 +254,9 @@ function buildCard(job) {
   const card = el("article", { class: "card", "data-job": job.job_id, "aria-label": job.name },
     el("header", {}, title, badge),
     el("div", { class: "bar" }, track, percent),
-    message, stages, times, warning, reason,
+    duplicate, message, stages, times, warning, reason,
     el("div", { class: "actions" }, retry, cancel));
-  job.card = { card, badge, fill, track, percent, stages, message, reason, warning, times, retry, cancel };
+  job.card = { card, badge, fill, track, percent, stages, message, reason, warning, duplicate, times, retry, cancel };
   return card;
 }
 
@@ -289,6 +290,10 @@ function render(job) {
   c.warning.textContent = warnings.length ? `Warning: ${warnings.join("; ")}` : "";
   c.warning.hidden = warnings.length === 0;
   c.card.classList.toggle("warned", warnings.length > 0);
+  // An upload of a file that was already here points at this card.
+  c.duplicate.textContent = job.duplicate || "";
+  c.duplicate.hidden = !job.duplicate;
+  c.card.classList.toggle("already", Boolean(job.duplicate));
   c.retry.hidden = job.stage !== "failed";
   c.cancel.hidden = job.stage === "failed" || job.stage === "completed";
   renderTimes(job);
@@ -402,10 +407,11 @@ function applyEvent(ev) {
   const ts = Date.parse(ev.timestamp) || Date.now();
   if (ev.stage !== job.stage) job.stageSince = Math.min(Date.now(), ts);
   if (ev.type === "job_queued" && (job.stage === "failed" || job.stage === "completed")) {
-    // A retry: a new run starts the clock again.
+    // A retry (or a replacing upload): a new run starts the clock again.
     job.startedAt = ts;
     job.endedAt = null;
     job.warnings = [];
+    job.duplicate = null;
   }
   if (Array.isArray(ev.details?.warnings)) job.warnings = ev.details.warnings;
   job.stage = ev.stage;
@@ -558,19 +564,49 @@ async function upload(files) {
   try {
     const res = await api("POST", many ? "/api/v1/batches" : "/api/v1/documents", form);
     const accepted = many ? res.documents : [res].flat();
-    accepted.forEach((a, i) => addAccepted(a, files[i].name, many ? res.batch_id : null));
-    if (many) {
+    accepted.forEach((a, i) => {
+      // A file already here (duplicate_of) gets no new card: its existing one says so.
+      if (a.duplicate_of && !a.replaced) markDuplicate(a, files[i].name);
+      else addAccepted(a, files[i].name, many && !a.duplicate_of ? res.batch_id : null);
+      if (a.replaced) toast("info", `Processing ${files[i].name} again`);
+    });
+    const dups = many ? res.duplicates || 0 : 0;
+    if (many && res.batch_id) {
       const b = state.batches.get(res.batch_id) || { batch_id: res.batch_id, card: null };
       state.batches.set(res.batch_id, b);
       if (!b.card) {
         Object.assign(b, { total: res.total, completed: 0, failed: 0, progress: 0, stage: "batch_processing" });
         renderBatch(b);
       }
-      toast("info", `Uploaded ${files.length} files as one batch`);
+      toast("info", `Uploaded ${res.total} files as one batch${dups ? `; ${dups} already uploaded` : ""}`);
+    } else if (many) {
+      toast("info", `All ${files.length} files were already uploaded`);
     }
   } catch (e) {
     if (e.message !== "signed out") toast("failed", `Upload failed: ${e.message}`);
   }
+}
+
+// The card of the document an upload turned out to duplicate: fetched if
+// the page does not show it yet, marked "already uploaded", moved to the top.
+async function markDuplicate(a, name) {
+  let job = state.jobs.get(a.job_id);
+  if (!job) {
+    try {
+      const d = await api("GET", `/api/v1/documents/${encodeURIComponent(a.document_id)}`);
+      job = state.jobs.get(a.job_id) || jobFromDocument(d);
+      state.jobs.set(a.job_id, job);
+      if (!state.lastSeq.has(d.job_id)) state.lastSeq.set(d.job_id, d.seq);
+    } catch (e) {
+      if (e.message !== "signed out") toast("failed", `${name} was already uploaded, but it cannot be shown: ${e.message}`);
+      return;
+    }
+  }
+  const as = name !== job.name ? ` as ${job.name}` : "";
+  job.duplicate = `Already uploaded${as}: no second copy was made.`;
+  render(job);
+  $("cards").prepend(job.card.card);
+  toast("info", `${name} was already uploaded${as} (${job.stage})`);
 }
 
 function addAccepted(a, name, batchId) {

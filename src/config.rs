@@ -76,6 +76,8 @@ pub struct HttpSettings {
 #[serde(deny_unknown_fields)]
 pub struct WebSocketSettings {
     pub max_sockets_per_user: usize,
+    /// Lifetime of a socket's lease in Redis (the cluster-wide limit).
+    pub socket_lease_secs: u64,
     pub max_message_bytes: usize,
     pub max_messages_per_sec: u32,
     pub max_events_per_job_per_sec: u32,
@@ -424,6 +426,9 @@ impl Settings {
                     format!("“{p}” is not an address or CIDR range"),
                 ));
             }
+        }
+        if !(1..=3600).contains(&self.websocket.socket_lease_secs) {
+            return Err(invalid("websocket.socket_lease_secs", "must be between 1 and 3600"));
         }
         if self.websocket.max_sockets_per_user == 0 {
             return Err(invalid("websocket.max_sockets_per_user", "must be at least 1"));

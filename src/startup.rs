@@ -153,13 +153,22 @@ impl Application {
                 }
             });
         }
+        let socket_leases = crate::http::socket_leases::SocketLeases::new(
+            services.redis.clone(),
+            &settings.queue.name,
+            settings.websocket.max_sockets_per_user,
+            Duration::from_secs(settings.websocket.socket_lease_secs),
+        );
+        let shutdown = CancellationToken::new();
+        tokio::spawn(socket_leases.clone().run_renewals(shutdown.clone()));
         let state = AppState {
+            socket_leases,
             auth: Arc::new(AuthKeys::from_settings(&settings.auth)?),
             services,
             supervisor,
             registry,
             draining: Arc::new(AtomicBool::new(false)),
-            shutdown: CancellationToken::new(),
+            shutdown,
             socket_ids: Arc::new(AtomicU64::new(1)),
             metrics,
         };

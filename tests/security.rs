@@ -334,6 +334,69 @@ async fn websocket_limits_close_with_the_right_codes() {
     assert!(t.elapsed() < Duration::from_secs(5));
 }
 
+/// The socket limit counts a user's sockets on every instance (leases in
+/// Redis); a socket that closes gives its place back at once, and the
+/// sockets of an instance killed with -9 stop counting when their leases
+/// expire.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_socket_limit_holds_across_instances() {
+    let opts = Opts::default()
+        .with("DOCULEARN_WEBSOCKET__MAX_SOCKETS_PER_USER", 3)
+        .with("DOCULEARN_WEBSOCKET__SOCKET_LEASE_SECS", 2);
+    let mut a = Daemon::start(opts.clone()).await;
+    let b = a.sibling(opts);
+    let user = Uuid::new_v4();
+    let token = a.token(user);
+    let mut open = Vec::new();
+    for d in [&a, &a, &b] {
+        let mut ws = d.ws(user, &token).await;
+        ws.send_text("ping").await;
+        assert_eq!(ws.next_text(Duration::from_secs(5)).await.as_deref(), Some("pong"));
+        open.push(ws);
+    }
+    // A fourth, on the instance that holds only one of them.
+    let mut fourth = b.ws(user, &token).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut reason = String::new();
+    while let Ok(Some(Ok(msg))) =
+        tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), fourth.stream.next()).await
+    {
+        if let Message::Close(Some(frame)) = msg {
+            assert_eq!(u16::from(frame.code), 1008);
+            reason = frame.reason.to_string();
+            break;
+        }
+    }
+    assert_eq!(reason, "more than 3 open sockets for this user (on all instances)");
+    // One of the first instance's closes: its place is free for the other instance.
+    drop(open.remove(0));
+    let mut again = b.ws(user, &token).await;
+    again.send_text("ping").await;
+    assert_eq!(again.next_text(Duration::from_secs(5)).await.as_deref(), Some("pong"));
+    // The first instance dies with its socket still counted ...
+    a.kill9();
+    let mut redis = a.redis().await;
+    let leases: i64 = redis::cmd("ZCARD")
+        .arg(format!("{}:doculearn:sockets:{user}", a.queue))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(leases, 3, "two sockets on b and the dead instance's one");
+    // ... until its lease expires: then b takes a new socket.
+    let start = Instant::now();
+    loop {
+        let mut ws = b.ws(user, &token).await;
+        ws.send_text("ping").await;
+        if ws.next_text(Duration::from_secs(3)).await.as_deref() == Some("pong") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the dead instance's socket still counts"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn websocket_origins_are_checked() {
     let d =

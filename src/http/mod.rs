@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod openapi;
 pub mod proxy;
 pub mod search;
+pub mod socket_leases;
 pub mod ui;
 pub mod ws;
 
@@ -43,6 +44,8 @@ pub struct AppState {
     /// Cancelled when shutdown begins: sockets close with 1001.
     pub shutdown: CancellationToken,
     pub socket_ids: ws::SocketIds,
+    /// The per-user socket limit across instances.
+    pub socket_leases: Arc<socket_leases::SocketLeases>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 

@@ -29,6 +29,7 @@ use uuid::Uuid;
 
 use super::auth::AuthUser;
 use super::error::ApiError;
+use super::socket_leases::Lease;
 use super::AppState;
 use crate::actors::registry::RegistryMsg;
 use crate::actors::session::{Outgoing, Registration, SocketHandle};
@@ -170,6 +171,22 @@ async fn register(state: &AppState, user_id: Uuid, socket: SocketHandle) -> Resu
     }
 }
 
+/// A cluster-wide lease for the socket (see [`super::socket_leases`]),
+/// retried for [`REFUSAL_GRACE`] like a local refusal: the leases of
+/// sockets a reconnecting client just dropped may still be there.
+async fn lease(state: &AppState, user_id: Uuid, socket_id: u64) -> bool {
+    let started = std::time::Instant::now();
+    loop {
+        if state.socket_leases.acquire(user_id, socket_id).await == Lease::Granted {
+            return true;
+        }
+        if started.elapsed() >= REFUSAL_GRACE {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
     let socket_id = state.socket_ids.fetch_add(1, Ordering::Relaxed);
     let (live_tx, mut live_rx) = mpsc::channel::<Outgoing>(OUTGOING_BUFFER);
@@ -181,13 +198,21 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
         tx: live_tx,
         kick: kick.clone(),
     };
+    if !lease(&state, user.user_id, socket_id).await {
+        let limit = state.socket_leases.limit();
+        let reason = format!("more than {limit} open sockets for this user (on all instances)");
+        let _ = sink.send(close(1008, &reason)).await;
+        return;
+    }
     match register(&state, user.user_id, handle).await {
         Ok(Registration::Accepted) => {}
         Ok(Registration::Refused(reason)) => {
+            state.socket_leases.release(user.user_id, socket_id).await;
             let _ = sink.send(close(1008, &reason)).await;
             return;
         }
         Err(()) => {
+            state.socket_leases.release(user.user_id, socket_id).await;
             let _ = sink.send(close(1011, "server is not ready; reconnect")).await;
             return;
         }
@@ -324,6 +349,7 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
         let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
         writer.abort();
     }
+    state.socket_leases.release(user.user_id, socket_id).await;
     crate::metrics::socket_closed(opened.elapsed().as_secs_f64());
     tracing::debug!(user_id = %user.user_id, socket = socket_id, "socket closed");
 }

@@ -675,6 +675,15 @@ pub fn history_many<'a>(
     })
 }
 
+macro_rules! chunk_copy_columns {
+    () => {
+        "document_id, chunk_index, content, page, char_start, char_end, model_id, engine_id, embedding"
+    };
+}
+
+/// The columns of `chunks` that `store::copy_rows` writes, in its order.
+pub const CHUNK_COPY_COLUMNS: &str = chunk_copy_columns!();
+
 /// Replaces a document's chunks with `copy` (COPY's binary format, built by
 /// the storing stage) and records their count, in the caller's transaction.
 pub async fn replace_chunks(
@@ -689,9 +698,11 @@ pub async fn replace_chunks(
         .execute(&mut *tx)
         .await?;
     let mut sink = tx
-        .copy_in_raw(
-            "COPY chunks (document_id, chunk_index, content, page, model_id, engine_id, embedding) FROM STDIN (FORMAT binary)",
-        )
+        .copy_in_raw(concat!(
+            "COPY chunks (",
+            chunk_copy_columns!(),
+            ") FROM STDIN (FORMAT binary)"
+        ))
         .await?;
     // Sent in pieces of 1 MiB (COPY data may be split anywhere).
     for piece in copy.chunks(1 << 20) {
@@ -705,6 +716,103 @@ pub async fn replace_chunks(
         .execute(&mut *tx)
         .await?;
     Ok(())
+}
+
+/// Replaces a document's stored text (NUL-free) and the character offset
+/// of each page's start, in the caller's transaction.
+pub async fn replace_document_text(
+    tx: &mut sqlx::PgConnection,
+    document_id: Uuid,
+    text: &str,
+    page_starts: &[i32],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO document_texts (document_id, text, page_starts) VALUES ($1, $2, $3) \
+         ON CONFLICT (document_id) DO UPDATE SET text = EXCLUDED.text, page_starts = EXCLUDED.page_starts",
+    )
+    .bind(document_id)
+    .bind(text)
+    .bind(page_starts)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// One page of a document's stored text (or all of it, `page` None).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PageText {
+    pub document_id: Uuid,
+    /// The page asked for; null when the whole text was asked for.
+    pub page: Option<i32>,
+    /// Pages in the stored text (1 for formats without pages).
+    pub pages: i32,
+    /// Character offset of `text` in the document's text.
+    pub char_start: i32,
+    /// Character offset just past `text`.
+    pub char_end: i32,
+    pub text: String,
+}
+
+/// What the text route found.
+pub enum PageLookup {
+    /// No such document of this owner.
+    NoDocument,
+    /// The document exists but its text is not stored (job not completed).
+    NotStored,
+    /// The page number is outside 1..=pages.
+    NoPage {
+        pages: i32,
+    },
+    Found(PageText),
+}
+
+/// Page `page` (1-based) of the owner's document's stored text, cut on the
+/// database side (a 300-page manual does not travel for one page).
+pub async fn page_text(pool: &PgPool, owner: Uuid, id: Uuid, page: Option<i32>) -> Result<PageLookup, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT t.document_id IS NOT NULL AS stored, \
+                GREATEST(COALESCE(cardinality(t.page_starts), 0), 1) AS pages, \
+                t.page_starts, char_length(t.text) AS len \
+         FROM documents d LEFT JOIN document_texts t ON t.document_id = d.id \
+         WHERE d.id = $1 AND d.owner_id = $2",
+    )
+    .bind(id)
+    .bind(owner)
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else {
+        return Ok(PageLookup::NoDocument);
+    };
+    if !row.try_get::<bool, _>("stored")? {
+        return Ok(PageLookup::NotStored);
+    }
+    let pages: i32 = row.try_get("pages")?;
+    let starts: Vec<i32> = row.try_get("page_starts")?;
+    let len: i32 = row.try_get("len")?;
+    let (start, end) = match page {
+        None => (0, len),
+        Some(p) if p < 1 || p > pages => return Ok(PageLookup::NoPage { pages }),
+        Some(p) => {
+            let at = |i: usize| starts.get(i).copied().unwrap_or(len).clamp(0, len);
+            let start = if starts.is_empty() { 0 } else { at(p as usize - 1) };
+            (start, at(p as usize).max(start))
+        }
+    };
+    // substr counts characters from 1.
+    let text: String = sqlx::query_scalar("SELECT substr(text, $2 + 1, $3) FROM document_texts WHERE document_id = $1")
+        .bind(id)
+        .bind(start)
+        .bind(end - start)
+        .fetch_one(pool)
+        .await?;
+    Ok(PageLookup::Found(PageText {
+        document_id: id,
+        page,
+        pages,
+        char_start: start,
+        char_end: end,
+        text,
+    }))
 }
 
 /// Answers when the database does.
@@ -1027,15 +1135,32 @@ pub async fn owns_all(pool: &PgPool, owner: Uuid, ids: &[Uuid]) -> Result<bool, 
     Ok(mine as usize == distinct)
 }
 
-/// One search hit.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct SearchHit {
+/// One chunk found by one side of search (semantic or keyword), in that
+/// side's order.
+#[derive(Debug, Clone)]
+pub struct ChunkHit {
     pub document_id: Uuid,
     pub document_name: String,
     pub chunk_index: i32,
     pub page: Option<i32>,
+    pub char_start: Option<i32>,
+    pub char_end: Option<i32>,
     pub content: String,
+    /// Cosine similarity (semantic) or the keyword score (see [`keyword_search`]).
     pub score: f64,
+}
+
+fn chunk_hit(r: &sqlx::postgres::PgRow) -> Result<ChunkHit, sqlx::Error> {
+    Ok(ChunkHit {
+        document_id: r.try_get("document_id")?,
+        document_name: r.try_get("name")?,
+        chunk_index: r.try_get("chunk_index")?,
+        page: r.try_get("page")?,
+        char_start: r.try_get("char_start")?,
+        char_end: r.try_get("char_end")?,
+        content: r.try_get("content")?,
+        score: r.try_get("score")?,
+    })
 }
 
 /// The caller's best chunks by cosine similarity: the model's HNSW index
@@ -1050,7 +1175,7 @@ pub async fn search(
     query: &pgvector::Vector,
     k: i64,
     document_ids: Option<&[Uuid]>,
-) -> Result<Vec<SearchHit>, sqlx::Error> {
+) -> Result<Vec<ChunkHit>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET LOCAL hnsw.iterative_scan = relaxed_order")
         .execute(&mut *tx)
@@ -1061,20 +1186,20 @@ pub async fn search(
     // partial indexes, whose predicates name them.
     let sql = format!(
         "WITH indexed AS ( \
-           SELECT c.document_id, d.name, c.chunk_index, c.page, c.content, \
+           SELECT c.document_id, d.name, c.chunk_index, c.page, c.char_start, c.char_end, c.content, \
                   c.embedding::vector({dimension}) <=> $1::vector({dimension}) AS distance \
            FROM chunks c JOIN documents d ON d.id = c.document_id \
            WHERE c.model_id = {model_id} AND c.indexed AND d.owner_id = $2 \
              AND ($4::uuid[] IS NULL OR c.document_id = ANY($4)) \
            ORDER BY c.embedding::vector({dimension}) <=> $1::vector({dimension}) LIMIT $3), \
          recent AS ( \
-           SELECT c.document_id, d.name, c.chunk_index, c.page, c.content, \
+           SELECT c.document_id, d.name, c.chunk_index, c.page, c.char_start, c.char_end, c.content, \
                   c.embedding::vector({dimension}) <=> $1::vector({dimension}) AS distance \
            FROM documents d JOIN chunks c ON c.document_id = d.id AND NOT c.indexed \
            WHERE c.model_id = {model_id} AND d.owner_id = $2 \
              AND ($4::uuid[] IS NULL OR c.document_id = ANY($4)) \
            ORDER BY distance LIMIT $3) \
-         SELECT document_id, name, chunk_index, page, content, 1 - distance AS score \
+         SELECT document_id, name, chunk_index, page, char_start, char_end, content, 1 - distance AS score \
          FROM (SELECT * FROM indexed UNION ALL SELECT * FROM recent) hits \
          ORDER BY distance, document_id, chunk_index LIMIT $3"
     );
@@ -1086,16 +1211,63 @@ pub async fn search(
         .fetch_all(&mut *tx)
         .await?;
     tx.commit().await?;
-    rows.iter()
-        .map(|r| {
-            Ok(SearchHit {
-                document_id: r.try_get("document_id")?,
-                document_name: r.try_get("name")?,
-                chunk_index: r.try_get("chunk_index")?,
-                page: r.try_get("page")?,
-                content: r.try_get("content")?,
-                score: r.try_get("score")?,
-            })
-        })
-        .collect()
+    rows.iter().map(chunk_hit).collect()
+}
+
+/// Keyword search's SQL (see [`keyword_search`]). The query's lexemes are
+/// quoted for tsquery input here (`'` doubled, `\` escaped).
+const KEYWORD_SQL: &str = r#"
+WITH terms AS (
+  SELECT DISTINCT t FROM unnest(tsvector_to_array(to_tsvector('simple', $1))) t),
+q AS (
+  SELECT string_agg('''' || replace(replace(t, '\', '\\'), '''', '''''') || '''', ' | ')::tsquery AS any_term,
+         array_agg(t) AS terms,
+         phraseto_tsquery('simple', $1) AS phrase
+  FROM terms),
+cand AS (
+  SELECT c.document_id, d.name, c.chunk_index, c.page, c.char_start, c.char_end, c.content, c.content_tsv,
+         tsvector_to_array(c.content_tsv) AS lexemes
+  FROM q, chunks c JOIN documents d ON d.id = c.document_id
+  WHERE c.content_tsv @@ q.any_term AND c.model_id = $5 AND d.owner_id = $2
+    AND ($4::uuid[] IS NULL OR c.document_id = ANY($4))),
+n AS (SELECT count(*)::float8 AS n FROM cand),
+idf AS (
+  SELECT t, ln(1 + (SELECT n FROM n) / count(*)) AS w
+  FROM cand, unnest((SELECT terms FROM q)) t WHERE t = ANY(cand.lexemes) GROUP BY t),
+scored AS (
+  SELECT cand.*,
+         (SELECT COALESCE(sum(idf.w), 0) FROM idf WHERE idf.t = ANY(cand.lexemes))
+           * CASE WHEN cardinality(q.terms) > 1 AND cand.content_tsv @@ q.phrase THEN 2 ELSE 1 END AS score,
+         ts_rank_cd(cand.content_tsv, q.any_term) AS rank_cd
+  FROM cand, q)
+SELECT document_id, name, chunk_index, page, char_start, char_end, content, score::float8 AS score
+FROM scored ORDER BY score DESC, rank_cd DESC, document_id, chunk_index LIMIT $3
+"#;
+
+/// The caller's best chunks by the words of `query`, through the GIN index
+/// on `chunks.content_tsv` (the 'simple' configuration: lower-cased words,
+/// no stemming, no stop words, any language). A chunk matches when it holds
+/// any of the query's words; its score is the sum, over the query's words it
+/// holds, of their inverse document frequency among the caller's matching
+/// chunks (`ln(1 + n / df)`: a rare identifier outweighs "the"), doubled when
+/// it holds the whole query as a phrase; ties by `ts_rank_cd`, then document
+/// and chunk. Needs no vector index, so a chunk is found the moment its job
+/// has stored it. Only chunks of the current model, as semantic search.
+pub async fn keyword_search(
+    pool: &PgPool,
+    owner: Uuid,
+    model_id: i32,
+    query: &str,
+    k: i64,
+    document_ids: Option<&[Uuid]>,
+) -> Result<Vec<ChunkHit>, sqlx::Error> {
+    let rows = sqlx::query(KEYWORD_SQL)
+        .bind(query)
+        .bind(owner)
+        .bind(k)
+        .bind(document_ids)
+        .bind(model_id)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(chunk_hit).collect()
 }

@@ -16,4 +16,4 @@ cd "$(dirname "$0")/.."
 profile=${BENCH_PROFILE:-dev}
 cargo bench --profile "$profile" --quiet --no-run --bench search 2>/dev/null ||
   cargo bench --profile "$profile" --no-run --bench search
-timeout 40m cargo bench --profile "$profile" --quiet --bench search -- "$@" 2>/dev/null | grep -v '^$'
+timeout 40m cargo bench --profile "$profile" --quiet --bench search -- "$@" 2>/dev/null | grep --line-buffered -v '^$'

@@ -1214,30 +1214,30 @@ pub async fn search(
     rows.iter().map(chunk_hit).collect()
 }
 
-/// Keyword search's SQL (see [`keyword_search`]). The query's lexemes are
-/// quoted for tsquery input here (`'` doubled, `\` escaped).
+/// Keyword search's SQL (see [`keyword_search`]). Each query lexeme
+/// becomes a one-word tsquery (quoted for tsquery input: `'` doubled, `\`
+/// escaped); the candidates and the weights are materialised once, so each
+/// candidate is scored by a binary search per query word in its tsvector.
 const KEYWORD_SQL: &str = r#"
-WITH terms AS (
-  SELECT DISTINCT t FROM unnest(tsvector_to_array(to_tsvector('simple', $1))) t),
-q AS (
-  SELECT string_agg('''' || replace(replace(t, '\', '\\'), '''', '''''') || '''', ' | ')::tsquery AS any_term,
-         array_agg(t) AS terms,
-         phraseto_tsquery('simple', $1) AS phrase
-  FROM terms),
-cand AS (
-  SELECT c.document_id, d.name, c.chunk_index, c.page, c.char_start, c.char_end, c.content, c.content_tsv,
-         tsvector_to_array(c.content_tsv) AS lexemes
+WITH terms AS MATERIALIZED (
+  SELECT t, ('''' || replace(replace(t, '\', '\\'), '''', '''''') || '''')::tsquery AS tq
+  FROM (SELECT DISTINCT t FROM unnest(tsvector_to_array(to_tsvector('simple', $1))) t) words),
+q AS MATERIALIZED (
+  SELECT (SELECT string_agg(tq::text, ' | ') FROM terms)::tsquery AS any_term,
+         (SELECT count(*) FROM terms) AS words,
+         phraseto_tsquery('simple', $1) AS phrase),
+cand AS MATERIALIZED (
+  SELECT c.document_id, d.name, c.chunk_index, c.page, c.char_start, c.char_end, c.content, c.content_tsv
   FROM q, chunks c JOIN documents d ON d.id = c.document_id
   WHERE c.content_tsv @@ q.any_term AND c.model_id = $5 AND d.owner_id = $2
     AND ($4::uuid[] IS NULL OR c.document_id = ANY($4))),
-n AS (SELECT count(*)::float8 AS n FROM cand),
-idf AS (
-  SELECT t, ln(1 + (SELECT n FROM n) / count(*)) AS w
-  FROM cand, unnest((SELECT terms FROM q)) t WHERE t = ANY(cand.lexemes) GROUP BY t),
+weights AS MATERIALIZED (
+  SELECT terms.tq, ln(1 + (SELECT count(*) FROM cand)::float8 / count(*)) AS w
+  FROM terms JOIN cand ON cand.content_tsv @@ terms.tq GROUP BY terms.tq),
 scored AS (
   SELECT cand.*,
-         (SELECT COALESCE(sum(idf.w), 0) FROM idf WHERE idf.t = ANY(cand.lexemes))
-           * CASE WHEN cardinality(q.terms) > 1 AND cand.content_tsv @@ q.phrase THEN 2 ELSE 1 END AS score,
+         (SELECT COALESCE(sum(w), 0) FROM weights WHERE cand.content_tsv @@ weights.tq)
+           * CASE WHEN q.words > 1 AND cand.content_tsv @@ q.phrase THEN 2 ELSE 1 END AS score,
          ts_rank_cd(cand.content_tsv, q.any_term) AS rank_cd
   FROM cand, q)
 SELECT document_id, name, chunk_index, page, char_start, char_end, content, score::float8 AS score
@@ -1261,13 +1261,18 @@ pub async fn keyword_search(
     k: i64,
     document_ids: Option<&[Uuid]>,
 ) -> Result<Vec<ChunkHit>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // The planner's estimates for text search are pessimistic enough to
+    // trigger JIT compilation, which costs more than the query itself.
+    sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
     let rows = sqlx::query(KEYWORD_SQL)
         .bind(query)
         .bind(owner)
         .bind(k)
         .bind(document_ids)
         .bind(model_id)
-        .fetch_all(pool)
+        .fetch_all(&mut *tx)
         .await?;
+    tx.commit().await?;
     rows.iter().map(chunk_hit).collect()
 }

@@ -109,7 +109,9 @@ pub fn single(hits: Vec<ChunkHit>, mode: Mode, terms: &[String]) -> Vec<SearchHi
 }
 
 /// Reciprocal rank fusion of both sides' hits, best first, `k` of them.
-/// Ties go to the better semantic rank, then document id and chunk index.
+/// Ties go to the better keyword rank (a keyword hit holds the query's
+/// words, while the semantic side always fills its list, relevant or not),
+/// then the better semantic rank, document id and chunk index.
 pub fn fuse(semantic: Vec<ChunkHit>, keyword: Vec<ChunkHit>, k: usize, terms: &[String]) -> Vec<SearchHit> {
     struct Entry {
         hit: ChunkHit,
@@ -146,8 +148,8 @@ pub fn fuse(semantic: Vec<ChunkHit>, keyword: Vec<ChunkHit>, k: usize, terms: &[
     entries.sort_by(|a, b| {
         b.score
             .total_cmp(&a.score)
-            .then(a.sem.unwrap_or(usize::MAX).cmp(&b.sem.unwrap_or(usize::MAX)))
             .then(a.key.unwrap_or(usize::MAX).cmp(&b.key.unwrap_or(usize::MAX)))
+            .then(a.sem.unwrap_or(usize::MAX).cmp(&b.sem.unwrap_or(usize::MAX)))
             .then(a.hit.document_id.cmp(&b.hit.document_id))
             .then(a.hit.chunk_index.cmp(&b.hit.chunk_index))
     });
@@ -369,13 +371,13 @@ mod tests {
         let key = vec![hit(1, 3), hit(1, 2)];
         let fused = fuse(sem, key, 10, &[]);
         let order: Vec<i32> = fused.iter().map(|h| h.chunk_index).collect();
-        assert_eq!(order, vec![2, 1, 3]);
+        assert_eq!(order, vec![2, 3, 1]);
         assert_eq!(fused[0].semantic_rank, Some(2));
         assert_eq!(fused[0].keyword_rank, Some(2));
         assert!((fused[0].score - 2.0 / 62.0).abs() < 1e-12);
-        // 1 and 3 tie on score; the semantic side's hit goes first.
-        assert_eq!(fused[1].keyword_rank, None);
-        assert_eq!(fused[2].semantic_rank, None);
+        // 1 and 3 tie on score; the keyword side's hit goes first.
+        assert_eq!(fused[1].semantic_rank, None);
+        assert_eq!(fused[2].keyword_rank, None);
         assert_eq!(fuse(vec![hit(1, 1)], vec![hit(1, 3)], 1, &[]).len(), 1);
     }
 

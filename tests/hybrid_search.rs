@@ -49,26 +49,23 @@ fn rank_of(r: &Value, document_id: &str, needle: &str) -> Option<usize> {
         .position(|h| h["document_id"] == document_id && h["content"].as_str().unwrap().contains(needle))
 }
 
-/// An identifier of the GeoBase data model (`CL_AcquisitionTechnique`, one
-/// of its code lists) is the keyword side's first hit, with the word
-/// highlighted; hybrid search keeps it first; semantic search alone ranks
-/// it lower or not at all in its top 5, among the documents' other tables.
-/// Keyword search needs no embedder and answers with ranks of its own side.
+/// A rare identifier of pdfplumber's README (`textboxhorizontal`, a
+/// pdfminer layout object type) is the keyword side's first hit, with the
+/// word highlighted; hybrid search keeps it first; semantic search alone
+/// ranks it lower or not at all in its top 5 (the search bench's query set
+/// found the same over the whole corpus). Keyword hits carry the ranks of
+/// their own side only.
 #[tokio::test(flavor = "multi_thread")]
 async fn keyword_and_hybrid_find_an_identifier_that_vectors_rank_lower() {
     let d = Daemon::start(Opts::local()).await;
     let token = d.token(Uuid::new_v4());
     let mut docs = Vec::new();
-    for name in [
-        "word2010-geobase-data-model.pdf",
-        "texinfo-refcard-a4.pdf",
-        "debian-manifesto.txt",
-    ] {
+    for name in ["pdfplumber-README.md", "texinfo-refcard-a4.pdf", "debian-manifesto.txt"] {
         let (id, _, job) = d.process_corpus_file(&token, name, Duration::from_secs(180)).await;
         assert_eq!(job["stage"], "completed", "{job}");
         docs.push(id);
     }
-    let query = "CL_AcquisitionTechnique";
+    let query = "textboxhorizontal";
     let keyword = search(&d, &token, json!({ "query": query, "mode": "keyword" })).await;
     assert_eq!(keyword["mode"], "keyword");
     let first = &keyword["results"][0];
@@ -77,14 +74,14 @@ async fn keyword_and_hybrid_find_an_identifier_that_vectors_rank_lower() {
     assert_eq!(first["keyword_rank"], 1);
     assert_eq!(first["semantic_rank"], Value::Null);
     assert!(first["score"].as_f64().unwrap() > 0.0);
-    assert_eq!(first["matched_terms"], json!(["cl", "acquisitiontechnique"]));
+    assert_eq!(first["matched_terms"], json!(["textboxhorizontal"]));
     assert!(!first["highlights"].as_array().unwrap().is_empty());
-    assert_highlights(first, &["CL", "AcquisitionTechnique"]);
+    assert_highlights(first, &[query]);
     // Only chunks holding a query word, each shown highlighted.
     for h in keyword["results"].as_array().unwrap() {
         assert!(!h["matched_terms"].as_array().unwrap().is_empty(), "{h}");
         assert!(!h["highlights"].as_array().unwrap().is_empty(), "{h}");
-        assert_highlights(h, &["CL", "AcquisitionTechnique"]);
+        assert_highlights(h, &[query]);
     }
 
     let hybrid = search(&d, &token, json!({ "query": query })).await;

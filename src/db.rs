@@ -1221,11 +1221,11 @@ pub async fn search(
 const KEYWORD_SQL: &str = r#"
 WITH terms AS MATERIALIZED (
   SELECT t, ('''' || replace(replace(t, '\', '\\'), '''', '''''') || '''')::tsquery AS tq
-  FROM (SELECT DISTINCT t FROM unnest(tsvector_to_array(to_tsvector('simple', $1))) t) words),
+  FROM (SELECT DISTINCT t FROM unnest(tsvector_to_array(to_tsvector('simple', doculearn_search_text($1)))) t) words),
 q AS MATERIALIZED (
   SELECT (SELECT string_agg(tq::text, ' | ') FROM terms)::tsquery AS any_term,
          (SELECT count(*) FROM terms) AS words,
-         phraseto_tsquery('simple', $1) AS phrase),
+         phraseto_tsquery('simple', doculearn_search_text($1)) AS phrase),
 cand AS MATERIALIZED (
   SELECT c.document_id, d.name, c.chunk_index, c.page, c.char_start, c.char_end, c.content, c.content_tsv
   FROM q, chunks c JOIN documents d ON d.id = c.document_id
@@ -1246,7 +1246,8 @@ FROM scored ORDER BY score DESC, rank_cd DESC, document_id, chunk_index LIMIT $3
 
 /// The caller's best chunks by the words of `query`, through the GIN index
 /// on `chunks.content_tsv` (the 'simple' configuration: lower-cased words,
-/// no stemming, no stop words, any language). A chunk matches when it holds
+/// no stemming, no stop words, any language; each Han and kana character a
+/// word, see `doculearn_search_text` in the migration `hybrid_search`). A chunk matches when it holds
 /// any of the query's words; its score is the sum, over the query's words it
 /// holds, of their inverse document frequency among the caller's matching
 /// chunks (`ln(1 + n / df)`: a rare identifier outweighs "the"), doubled when

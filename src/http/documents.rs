@@ -403,7 +403,7 @@ pub struct TextQuery {
 #[utoipa::path(get, path = "/api/v1/documents/{id}/text", operation_id = "documents_text", tag = "documents",
     params(
         ("id" = String, Path, description = "Document id"),
-        ("page" = Option<i64>, Query, description = "1-based page; without it, the whole text"),
+        ("page" = Option<i32>, Query, minimum = 1, description = "1-based page; without it, the whole text"),
     ),
     responses(
         (status = 200, description = "The page's text and where it is in the document's text", body = crate::db::PageText),

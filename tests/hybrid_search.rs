@@ -17,6 +17,9 @@ async fn search(d: &Daemon, token: &str, body: Value) -> Value {
     r
 }
 
+/// A stored chunk: content, page, char_start, char_end.
+type ChunkRow = (String, Option<i32>, Option<i32>, Option<i32>);
+
 fn chars(s: &str, start: usize, end: usize) -> String {
     s.chars().skip(start).take(end - start).collect()
 }
@@ -183,7 +186,7 @@ async fn hits_cite_page_and_character_range_that_the_text_route_confirms() {
 
     // Every chunk's range is its text, and the page it starts on holds its start.
     let pool = d.db().await;
-    let rows: Vec<(String, Option<i32>, Option<i32>, Option<i32>)> = sqlx::query_as(
+    let rows: Vec<ChunkRow> = sqlx::query_as(
         "SELECT content, page, char_start, char_end FROM chunks WHERE document_id = $1::uuid ORDER BY chunk_index",
     )
     .bind(&doc)

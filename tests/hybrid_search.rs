@@ -322,3 +322,59 @@ async fn the_text_route_refuses_clearly() {
         .unwrap();
     assert_eq!(left, 0);
 }
+
+/// Chinese and Japanese have no spaces between words: keyword search finds
+/// a word inside a longer run of characters (Japanese, EUC-JP text), and in
+/// a PDF whose text puts a space between every character (Traditional
+/// Chinese); the Japanese word is highlighted whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn chinese_and_japanese_words_are_found_inside_runs_of_characters() {
+    let d = Daemon::start(Opts::default()).await;
+    let token = d.token(Uuid::new_v4());
+    let mut docs = Vec::new();
+    for name in [
+        "debian-dedication-ja-eucjp.txt",
+        "pdfium-chinese.pdf",
+        "ocrmypdf-README_ZH.md",
+    ] {
+        let (id, _, job) = d.process_corpus_file(&token, name, Duration::from_secs(120)).await;
+        assert_eq!(job["stage"], "completed", "{job}");
+        docs.push(id);
+    }
+    let word = "筋ジストロフィー";
+    let r = search(&d, &token, json!({ "query": word, "mode": "keyword" })).await;
+    let hit = &r["results"][0];
+    assert_eq!(hit["document_id"], docs[0].as_str(), "{r}");
+    assert!(hit["content"]
+        .as_str()
+        .unwrap()
+        .contains("デュシェンヌ筋ジストロフィーとの戦い"));
+    assert_eq!(hit["matched_terms"], json!([word]), "{hit}");
+    let highlighted: Vec<String> = hit["highlights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            chars(
+                hit["snippet"].as_str().unwrap(),
+                h["start"].as_u64().unwrap() as usize,
+                h["end"].as_u64().unwrap() as usize,
+            )
+        })
+        .collect();
+    assert_eq!(highlighted, vec![word.to_string()]);
+
+    // "現 金 客 戶" in the PDF's text, 現金客戶 in the query.
+    let r = search(&d, &token, json!({ "query": "現金客戶", "mode": "keyword" })).await;
+    let hit = &r["results"][0];
+    assert_eq!(hit["document_id"], docs[1].as_str(), "{r}");
+    let spaced: String = hit["content"].as_str().unwrap().split_whitespace().collect();
+    assert!(spaced.contains("現金客戶"), "{hit}");
+    // Simplified Chinese, a phrase of the Markdown file.
+    let r = search(&d, &token, json!({ "query": "安装简体中文语言包", "mode": "keyword" })).await;
+    assert_eq!(r["results"][0]["document_id"], docs[2].as_str(), "{r}");
+    assert!(r["results"][0]["content"]
+        .as_str()
+        .unwrap()
+        .contains("安装简体中文语言包"));
+}

@@ -678,6 +678,15 @@ pub fn history_many<'a>(
     })
 }
 
+macro_rules! chunk_copy_columns {
+    () => {
+        "document_id, chunk_index, content, page, char_start, char_end, model_id, engine_id, embedding"
+    };
+}
+
+/// The columns of `chunks` that `store::copy_rows` writes, in its order.
+pub const CHUNK_COPY_COLUMNS: &str = chunk_copy_columns!();
+
 /// Replaces a document's chunks with `copy` (COPY's binary format, built by
 /// the storing stage) and records their count, in the caller's transaction.
 pub async fn replace_chunks(
@@ -709,9 +718,11 @@ pub async fn replace_chunks(
 /// Sends binary COPY rows into `chunks` in pieces of 1 MiB.
 async fn copy_chunk_rows(tx: &mut sqlx::PgConnection, copy: &[u8]) -> Result<(), sqlx::Error> {
     let mut sink = tx
-        .copy_in_raw(
-            "COPY chunks (document_id, chunk_index, content, page, model_id, engine_id, embedding) FROM STDIN (FORMAT binary)",
-        )
+        .copy_in_raw(concat!(
+            "COPY chunks (",
+            chunk_copy_columns!(),
+            ") FROM STDIN (FORMAT binary)"
+        ))
         .await?;
     for piece in copy.chunks(1 << 20) {
         sink.send(piece).await?;
@@ -749,14 +760,15 @@ pub async fn document_search_model(pool: &PgPool, document_id: Uuid) -> Result<O
     .await
 }
 
-/// A document's stored chunks of one model, in order (text and page only).
+/// A document's stored chunks of one model, in order (text, page, character range).
 pub async fn model_chunks(
     pool: &PgPool,
     document_id: Uuid,
     model_id: i32,
 ) -> Result<Vec<crate::pipeline::chunk::Chunk>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT chunk_index, content, page FROM chunks WHERE document_id = $1 AND model_id = $2 ORDER BY chunk_index",
+        "SELECT chunk_index, content, page, char_start, char_end FROM chunks \
+         WHERE document_id = $1 AND model_id = $2 ORDER BY chunk_index",
     )
     .bind(document_id)
     .bind(model_id)
@@ -768,6 +780,8 @@ pub async fn model_chunks(
                 index: r.try_get("chunk_index")?,
                 text: r.try_get("content")?,
                 page: r.try_get("page")?,
+                char_start: r.try_get("char_start")?,
+                char_end: r.try_get("char_end")?,
             })
         })
         .collect()
@@ -950,6 +964,103 @@ pub async fn reembed_status(pool: &PgPool, model_id: i32, user: Option<Uuid>) ->
         pending,
         failed,
     })
+}
+
+/// Replaces a document's stored text (NUL-free) and the character offset
+/// of each page's start, in the caller's transaction.
+pub async fn replace_document_text(
+    tx: &mut sqlx::PgConnection,
+    document_id: Uuid,
+    text: &str,
+    page_starts: &[i32],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO document_texts (document_id, text, page_starts) VALUES ($1, $2, $3) \
+         ON CONFLICT (document_id) DO UPDATE SET text = EXCLUDED.text, page_starts = EXCLUDED.page_starts",
+    )
+    .bind(document_id)
+    .bind(text)
+    .bind(page_starts)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// One page of a document's stored text (or all of it, `page` None).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PageText {
+    pub document_id: Uuid,
+    /// The page asked for; null when the whole text was asked for.
+    pub page: Option<i32>,
+    /// Pages in the stored text (1 for formats without pages).
+    pub pages: i32,
+    /// Character offset of `text` in the document's text.
+    pub char_start: i32,
+    /// Character offset just past `text`.
+    pub char_end: i32,
+    pub text: String,
+}
+
+/// What the text route found.
+pub enum PageLookup {
+    /// No such document of this owner.
+    NoDocument,
+    /// The document exists but its text is not stored (job not completed).
+    NotStored,
+    /// The page number is outside 1..=pages.
+    NoPage {
+        pages: i32,
+    },
+    Found(PageText),
+}
+
+/// Page `page` (1-based) of the owner's document's stored text, cut on the
+/// database side (a 300-page manual does not travel for one page).
+pub async fn page_text(pool: &PgPool, owner: Uuid, id: Uuid, page: Option<i32>) -> Result<PageLookup, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT t.document_id IS NOT NULL AS stored, \
+                GREATEST(COALESCE(cardinality(t.page_starts), 0), 1) AS pages, \
+                t.page_starts, char_length(t.text) AS len \
+         FROM documents d LEFT JOIN document_texts t ON t.document_id = d.id \
+         WHERE d.id = $1 AND d.owner_id = $2",
+    )
+    .bind(id)
+    .bind(owner)
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else {
+        return Ok(PageLookup::NoDocument);
+    };
+    if !row.try_get::<bool, _>("stored")? {
+        return Ok(PageLookup::NotStored);
+    }
+    let pages: i32 = row.try_get("pages")?;
+    let starts: Vec<i32> = row.try_get("page_starts")?;
+    let len: i32 = row.try_get("len")?;
+    let (start, end) = match page {
+        None => (0, len),
+        Some(p) if p < 1 || p > pages => return Ok(PageLookup::NoPage { pages }),
+        Some(p) => {
+            let at = |i: usize| starts.get(i).copied().unwrap_or(len).clamp(0, len);
+            let start = if starts.is_empty() { 0 } else { at(p as usize - 1) };
+            (start, at(p as usize).max(start))
+        }
+    };
+    // substr counts characters from 1.
+    let text: String = sqlx::query_scalar("SELECT substr(text, $2 + 1, $3) FROM document_texts WHERE document_id = $1")
+        .bind(id)
+        .bind(start)
+        .bind(end - start)
+        .fetch_one(pool)
+        .await?;
+    Ok(PageLookup::Found(PageText {
+        document_id: id,
+        page,
+        pages,
+        char_start: start,
+        char_end: end,
+        text,
+    }))
 }
 
 /// Answers when the database does.
@@ -1373,15 +1484,32 @@ pub async fn owns_all(pool: &PgPool, owner: Uuid, ids: &[Uuid]) -> Result<bool, 
     Ok(mine as usize == distinct)
 }
 
-/// One search hit.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct SearchHit {
+/// One chunk found by one side of search (semantic or keyword), in that
+/// side's order.
+#[derive(Debug, Clone)]
+pub struct ChunkHit {
     pub document_id: Uuid,
     pub document_name: String,
     pub chunk_index: i32,
     pub page: Option<i32>,
+    pub char_start: Option<i32>,
+    pub char_end: Option<i32>,
     pub content: String,
+    /// Cosine similarity (semantic) or the keyword score (see [`keyword_search`]).
     pub score: f64,
+}
+
+fn chunk_hit(r: &sqlx::postgres::PgRow) -> Result<ChunkHit, sqlx::Error> {
+    Ok(ChunkHit {
+        document_id: r.try_get("document_id")?,
+        document_name: r.try_get("name")?,
+        chunk_index: r.try_get("chunk_index")?,
+        page: r.try_get("page")?,
+        char_start: r.try_get("char_start")?,
+        char_end: r.try_get("char_end")?,
+        content: r.try_get("content")?,
+        score: r.try_get("score")?,
+    })
 }
 
 /// The caller's best chunks by cosine similarity: the model's HNSW index
@@ -1417,26 +1545,26 @@ pub async fn search(
     query: &pgvector::Vector,
     k: i64,
     document_ids: Option<&[Uuid]>,
-) -> Result<Vec<SearchHit>, sqlx::Error> {
+) -> Result<Vec<ChunkHit>, sqlx::Error> {
     // model_id and dimension are integers written into the text (from the
     // database and from typed config), so the planner can match the
     // partial indexes, whose predicates name them.
     let sql = format!(
         "WITH indexed AS ( \
-           SELECT c.document_id, d.name, c.chunk_index, c.page, c.content, d.search_model_id, \
+           SELECT c.document_id, d.name, c.chunk_index, c.page, c.char_start, c.char_end, c.content, d.search_model_id, \
                   c.embedding::vector({dimension}) <=> $1::vector({dimension}) AS distance \
            FROM chunks c JOIN documents d ON d.id = c.document_id \
            WHERE c.model_id = {model_id} AND c.indexed AND d.owner_id = $2 \
              AND ($4::uuid[] IS NULL OR c.document_id = ANY($4)) \
            ORDER BY c.embedding::vector({dimension}) <=> $1::vector({dimension}) LIMIT $3 * 2), \
          recent AS ( \
-           SELECT c.document_id, d.name, c.chunk_index, c.page, c.content, d.search_model_id, \
+           SELECT c.document_id, d.name, c.chunk_index, c.page, c.char_start, c.char_end, c.content, d.search_model_id, \
                   c.embedding::vector({dimension}) <=> $1::vector({dimension}) AS distance \
            FROM documents d JOIN chunks c ON c.document_id = d.id AND NOT c.indexed \
            WHERE c.model_id = {model_id} AND d.owner_id = $2 \
              AND ($4::uuid[] IS NULL OR c.document_id = ANY($4)) \
            ORDER BY distance LIMIT $3 * 2) \
-         SELECT document_id, name, chunk_index, page, content, 1 - distance AS score \
+         SELECT document_id, name, chunk_index, page, char_start, char_end, content, 1 - distance AS score \
          FROM (SELECT * FROM indexed UNION ALL SELECT * FROM recent) hits \
          WHERE search_model_id = {model_id} \
          ORDER BY distance, document_id, chunk_index LIMIT $3"
@@ -1448,16 +1576,67 @@ pub async fn search(
         .bind(document_ids)
         .fetch_all(&mut *tx)
         .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(SearchHit {
-                document_id: r.try_get("document_id")?,
-                document_name: r.try_get("name")?,
-                chunk_index: r.try_get("chunk_index")?,
-                page: r.try_get("page")?,
-                content: r.try_get("content")?,
-                score: r.try_get("score")?,
-            })
-        })
-        .collect()
+    rows.iter().map(chunk_hit).collect()
+}
+
+/// Keyword search's SQL (see [`keyword_search`]). Each query lexeme
+/// becomes a one-word tsquery (quoted for tsquery input: `'` doubled, `\`
+/// escaped); the candidates and the weights are materialised once, so each
+/// candidate is scored by a binary search per query word in its tsvector.
+const KEYWORD_SQL: &str = r#"
+WITH terms AS MATERIALIZED (
+  SELECT t, ('''' || replace(replace(t, '\', '\\'), '''', '''''') || '''')::tsquery AS tq
+  FROM (SELECT DISTINCT t FROM unnest(tsvector_to_array(to_tsvector('simple', doculearn_search_text($1)))) t) words),
+q AS MATERIALIZED (
+  SELECT (SELECT string_agg(tq::text, ' | ') FROM terms)::tsquery AS any_term,
+         (SELECT count(*) FROM terms) AS words,
+         phraseto_tsquery('simple', doculearn_search_text($1)) AS phrase),
+cand AS MATERIALIZED (
+  SELECT c.document_id, d.name, c.chunk_index, c.page, c.char_start, c.char_end, c.content, c.content_tsv
+  FROM q, chunks c JOIN documents d ON d.id = c.document_id
+  WHERE c.content_tsv @@ q.any_term AND c.model_id = d.search_model_id AND d.owner_id = $2
+    AND ($4::uuid[] IS NULL OR c.document_id = ANY($4))),
+weights AS MATERIALIZED (
+  SELECT terms.tq, ln(1 + (SELECT count(*) FROM cand)::float8 / count(*)) AS w
+  FROM terms JOIN cand ON cand.content_tsv @@ terms.tq GROUP BY terms.tq),
+scored AS (
+  SELECT cand.*,
+         (SELECT COALESCE(sum(w), 0) FROM weights WHERE cand.content_tsv @@ weights.tq)
+           * CASE WHEN q.words > 1 AND cand.content_tsv @@ q.phrase THEN 2 ELSE 1 END AS score,
+         ts_rank_cd(cand.content_tsv, q.any_term) AS rank_cd
+  FROM cand, q)
+SELECT document_id, name, chunk_index, page, char_start, char_end, content, score::float8 AS score
+FROM scored ORDER BY score DESC, rank_cd DESC, document_id, chunk_index LIMIT $3
+"#;
+
+/// The caller's best chunks by the words of `query`, through the GIN index
+/// on `chunks.content_tsv` (the 'simple' configuration: lower-cased words,
+/// no stemming, no stop words, any language; each Han and kana character a
+/// word, see `doculearn_search_text` in the migration `hybrid_search`). A chunk matches when it holds
+/// any of the query's words; its score is the sum, over the query's words it
+/// holds, of their inverse document frequency among the caller's matching
+/// chunks (`ln(1 + n / df)`: a rare identifier outweighs "the"), doubled when
+/// it holds the whole query as a phrase; ties by `ts_rank_cd`, then document
+/// and chunk. Needs no vector index, so a chunk is found the moment its job
+/// has stored it. Only chunks of the current model, as semantic search.
+pub async fn keyword_search(
+    pool: &PgPool,
+    owner: Uuid,
+    query: &str,
+    k: i64,
+    document_ids: Option<&[Uuid]>,
+) -> Result<Vec<ChunkHit>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // The planner's estimates for text search are pessimistic enough to
+    // trigger JIT compilation, which costs more than the query itself.
+    sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
+    let rows = sqlx::query(KEYWORD_SQL)
+        .bind(query)
+        .bind(owner)
+        .bind(k)
+        .bind(document_ids)
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    rows.iter().map(chunk_hit).collect()
 }

@@ -422,8 +422,9 @@ fn answer(body: &Value) -> Result<Answer, String> {
 }
 
 /// `doculearn search QUERY`: asks the daemon and prints the passages, best
-/// first: score, document, page, then the passage on indented lines.
-pub async fn search(server: &str, token: &str, query: &str, k: u32) -> anyhow::Result<()> {
+/// first: score, document, page, then the snippet on an indented line with
+/// the query's words in bold on a terminal, in `[[...]]` otherwise.
+pub async fn search(server: &str, token: &str, query: &str, k: u32, mode: &str) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
@@ -433,7 +434,7 @@ pub async fn search(server: &str, token: &str, query: &str, k: u32) -> anyhow::R
     let resp = http
         .post(&url)
         .bearer_auth(token)
-        .json(&json!({ "query": query, "k": k }))
+        .json(&json!({ "query": query, "k": k, "mode": mode }))
         .send()
         .await
         .with_context(|| format!("cannot reach the daemon at {server}"))?;
@@ -448,16 +449,17 @@ pub async fn search(server: &str, token: &str, query: &str, k: u32) -> anyhow::R
         println!("no passages match “{query}”");
         return Ok(());
     }
+    let marks = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        ("\x1b[1m", "\x1b[0m")
+    } else {
+        ("[[", "]]")
+    };
     for (i, hit) in results.iter().enumerate() {
         let name = hit["document_name"].as_str().unwrap_or("?");
         let page = hit["page"].as_i64().map(|p| format!(", page {p}")).unwrap_or_default();
         let score = hit["score"].as_f64().unwrap_or(0.0);
         println!("{}. {name}{page} (score {score:.3})", i + 1);
-        let content = hit["content"].as_str().unwrap_or("");
-        let passage: String = content.split_whitespace().collect::<Vec<_>>().join(" ");
-        let shown: String = passage.chars().take(300).collect();
-        let more = if passage.chars().count() > 300 { " …" } else { "" };
-        println!("   {shown}{more}");
+        println!("   {}", marked_snippet(hit, marks));
     }
     Ok(())
 }
@@ -552,6 +554,34 @@ pub async fn reembed(
     }
 }
 
+/// A hit's snippet with `marks` around its highlights, whitespace runs as one space.
+fn marked_snippet(hit: &Value, (open, close): (&str, &str)) -> String {
+    let snippet: Vec<char> = hit["snippet"].as_str().unwrap_or("").chars().collect();
+    let mut ranges: Vec<(usize, usize)> = hit["highlights"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| Some((r["start"].as_u64()? as usize, r["end"].as_u64()? as usize)))
+                .collect()
+        })
+        .unwrap_or_default();
+    ranges.sort_unstable();
+    let mut out = String::new();
+    let mut at = 0;
+    for (start, end) in ranges {
+        if start < at || end > snippet.len() || start >= end {
+            continue;
+        }
+        out.extend(&snippet[at..start]);
+        out.push_str(open);
+        out.extend(&snippet[start..end]);
+        out.push_str(close);
+        at = end;
+    }
+    out.extend(&snippet[at..]);
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -577,5 +607,11 @@ mod tests {
                                "replaced": true, "seq": 9 });
         assert!(matches!(answer(&replaced), Ok(Answer::Queued { after_seq: 8, .. })));
         assert!(answer(&json!({})).is_err());
+    }
+
+    #[test]
+    fn snippets_mark_their_highlights() {
+        let hit = json!({"snippet": "Größe  of\nthe GRÖSSE", "highlights": [{"start": 0, "end": 5}, {"start": 14, "end": 20}]});
+        assert_eq!(marked_snippet(&hit, ("[[", "]]")), "[[Größe]] of the [[GRÖSSE]]");
     }
 }

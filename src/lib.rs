@@ -16,6 +16,7 @@
 //! - [`metrics`] — Prometheus metrics (no per-user labels)
 //! - [`notify`] — systemd's READY/WATCHDOG notifications, sent after the tree answered
 //! - [`recovery`] — the stall watchdog's and the reconciler's logic (Postgres vs Redis)
+//! - [`search`] — hybrid search: modes, rank fusion, snippets and highlights
 //! - [`http`] — the API, the WebSocket, health
 //! - [`startup`] — building, running and draining the daemon
 //! - [`services`] — what actors and handlers share
@@ -39,6 +40,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod recovery;
 pub mod reembed;
+pub mod search;
 pub mod services;
 pub mod startup;
 pub mod telemetry;

@@ -43,7 +43,8 @@ enum Command {
         ttl: Option<String>,
     },
     /// Search your documents through a running daemon: the best passages,
-    /// with their document, page and score.
+    /// with their document, page, score and a snippet with the query's
+    /// words highlighted (bold on a terminal, [[...]] otherwise).
     Search {
         /// The daemon (default: http:// and http.listen, 127.0.0.1:8000).
         #[arg(long, env = "DOCULEARN_SERVER")]
@@ -57,6 +58,9 @@ enum Command {
         /// How many passages (1–50).
         #[arg(long, short, default_value_t = 5)]
         k: u32,
+        /// hybrid (keyword and semantic fused), semantic or keyword.
+        #[arg(long, default_value = "hybrid", value_parser = doculearn::search::Mode::NAMES)]
+        mode: String,
         /// What to look for (several words are one query).
         #[arg(required = true)]
         query: Vec<String>,
@@ -212,6 +216,7 @@ fn main() -> ExitCode {
         token,
         user,
         k,
+        mode,
         query,
     } = cli.command
     {
@@ -226,7 +231,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        return match runtime.block_on(doculearn::ingest::search(&server, &token, &query.join(" "), k)) {
+        return match runtime.block_on(doculearn::ingest::search(&server, &token, &query.join(" "), k, &mode)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("search: {e:#}");

@@ -388,13 +388,34 @@ async fn a_rolling_restart_of_the_api_instances_under_a_browser_session_loses_an
         }
     }
     let (mut lost, mut duplicated, mut total) = (0, 0, 0);
+    let mut problems = Vec::new();
     for job in &jobs {
         let want = history_seqs(&pool, job).await;
         let seen = got.remove(job).unwrap_or_default();
-        lost += want.iter().filter(|s| !seen.contains_key(s)).count();
+        let missing: Vec<i64> = want.iter().filter(|s| !seen.contains_key(s)).copied().collect();
+        let twice: Vec<i64> = seen.iter().filter(|(_, n)| **n > 1).map(|(s, _)| *s).collect();
+        lost += missing.len();
         duplicated += seen.values().map(|n| n - 1).sum::<usize>();
         total += want.len();
+        if !missing.is_empty() || !twice.is_empty() {
+            problems.push(format!("{job}: missing seqs {missing:?}, twice {twice:?} of {want:?}"));
+        }
     }
+    // On each socket, each job's events come in seq order (the page applies
+    // an event only if it is newer than the last one it applied).
+    let mut out_of_order = 0;
+    let mut last: HashMap<String, i64> = HashMap::new();
+    for f in &frames {
+        if f["socket_opened"].as_bool() == Some(true) {
+            last.clear();
+        } else if let (Some(job), Some(seq)) = (f["job_id"].as_str(), f["seq"].as_i64()) {
+            if last.get(job).is_some_and(|l| seq <= *l) {
+                out_of_order += 1;
+            }
+            last.insert(job.to_string(), seq);
+        }
+    }
+    assert_eq!(out_of_order, 0, "events of a job out of order on a socket");
     let sockets = frames
         .iter()
         .filter(|f| f["socket_opened"].as_bool() == Some(true))
@@ -406,5 +427,11 @@ async fn a_rolling_restart_of_the_api_instances_under_a_browser_session_loses_an
         sockets >= 2,
         "the page's socket was reconnected through nginx ({sockets} sockets)"
     );
-    assert_eq!((lost, duplicated), (0, 0), "events lost / duplicated at the page");
+    assert_eq!(
+        (lost, duplicated),
+        (0, 0),
+        "events lost / duplicated at the page:\n{}\nbrowser script:\n{}",
+        problems.join("\n"),
+        transcript.join("\n")
+    );
 }

@@ -69,6 +69,15 @@ async fn authorization_matrix_over_every_route() {
     let routes: Vec<Row> = vec![
         ("GET", "/api/v1/documents".into(), None, 200, 200, 200),
         ("GET", format!("/api/v1/documents/{doc}"), None, 200, 404, 404),
+        ("GET", format!("/api/v1/documents/{doc}/text"), None, 200, 404, 404),
+        (
+            "GET",
+            format!("/api/v1/documents/{doc}/text?page=1"),
+            None,
+            200,
+            404,
+            404,
+        ),
         ("GET", format!("/api/v1/jobs/{job}"), None, 200, 404, 404),
         ("GET", format!("/api/v1/jobs/{job}/history"), None, 200, 404, 404),
         ("POST", format!("/api/v1/jobs/{job}/retry"), None, 409, 404, 404),
@@ -85,6 +94,14 @@ async fn authorization_matrix_over_every_route() {
             "POST",
             "/api/v1/search".into(),
             Some(json!({"query": "river", "document_ids": [doc]})),
+            200,
+            404,
+            404,
+        ),
+        (
+            "POST",
+            "/api/v1/search".into(),
+            Some(json!({"query": "river", "mode": "keyword", "document_ids": [doc]})),
             200,
             404,
             404,
@@ -153,6 +170,24 @@ async fn authorization_matrix_over_every_route() {
     // What the 200s contained: nobody else's data.
     let (_, list) = d.get_json(&b, "/api/v1/documents").await;
     assert_eq!(list["documents"], json!([]));
+    let (alice_text, job_alice) = d
+        .upload_one(&a, "alice3.txt", b"the river keeps its secrets".to_vec())
+        .await;
+    d.wait_job(&a, &job_alice, Duration::from_secs(30)).await;
+    for mode in ["keyword", "hybrid", "semantic"] {
+        let (_, r) = d
+            .post_json(&b, "/api/v1/search", &json!({"query": "river secrets", "mode": mode}))
+            .await;
+        assert_eq!(r["results"], json!([]), "bob's {mode} search");
+        let (_, r) = d
+            .post_json(&a, "/api/v1/search", &json!({"query": "river secrets", "mode": mode}))
+            .await;
+        assert_eq!(
+            r["results"][0]["document_id"],
+            alice_text.as_str(),
+            "alice's {mode} search"
+        );
+    }
     // The external progress route: the service token, and only into the stream of the job's owner.
     let (_, job2) = d.upload_one(&a, "alice2.txt", b"second".to_vec()).await;
     let as_bob = json!({"job_id": job2, "user_id": bob, "stage": "storing", "progress": 0.9});

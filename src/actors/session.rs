@@ -40,7 +40,20 @@ pub const RESYNC: &str = r#"{"type":"resync"}"#;
 #[derive(Debug, Clone)]
 pub enum Outgoing {
     Text(Arc<str>),
-    Close { code: u16, reason: String },
+    /// A progress event: the writer sends each (job, seq) at most once per
+    /// socket, whether it comes live or from a `resume`.
+    Event {
+        text: Arc<str>,
+        job: Arc<str>,
+        seq: i64,
+    },
+    Close {
+        code: u16,
+        reason: String,
+    },
+    /// From the socket's reader once it answered the client's first message
+    /// (a `resume` has queued its replay by then): live events may flow.
+    Ready,
 }
 
 /// The sending half of one socket, as the session sees it.
@@ -119,23 +132,27 @@ pub struct SessionState {
 pub struct SessionActor;
 
 impl SessionState {
-    fn send_all(&mut self, text: Arc<str>) {
+    fn send_all(&mut self, msg: Outgoing) {
         let user_id = self.user_id;
-        self.sockets
-            .retain(|s| match s.tx.try_send(Outgoing::Text(text.clone())) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::warn!(user_id = %user_id, socket = s.id, "socket too slow; closing it with 1008");
-                    s.kick.cancel();
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            });
+        self.sockets.retain(|s| match s.tx.try_send(msg.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(user_id = %user_id, socket = s.id, "socket too slow; closing it with 1008");
+                s.kick.cancel();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
     }
 
     fn send_event(&mut self, event: &ProgressEvent) -> Result<(), ActorProcessingErr> {
+        // One serialisation for all of the user's sockets.
         let text: Arc<str> = serde_json::to_string(event)?.into();
-        self.send_all(text);
+        self.send_all(Outgoing::Event {
+            text,
+            job: event.job_id.as_str().into(),
+            seq: event.seq,
+        });
         Ok(())
     }
 
@@ -225,7 +242,7 @@ impl Actor for SessionActor {
                 drop(ticket);
                 if state.inbox.caught_up_after_overflow() {
                     tracing::warn!(user_id = %state.user_id, "events were dropped under load; asking the sockets to resync");
-                    state.send_all(Arc::from(RESYNC));
+                    state.send_all(Outgoing::Text(Arc::from(RESYNC)));
                 }
             }
             SessionMsg::Flush(job) => {
@@ -239,7 +256,7 @@ impl Actor for SessionActor {
                     state.send_event(&event)?;
                 }
             }
-            SessionMsg::Broadcast(text) => state.send_all(text),
+            SessionMsg::Broadcast(text) => state.send_all(Outgoing::Text(text)),
             SessionMsg::IdleCheck(generation) => {
                 if generation == state.generation && state.sockets.is_empty() {
                     myself.stop(Some("no sockets left".into()));

@@ -459,3 +459,48 @@ mod tests {
         assert_eq!(clean_content_type(None), "application/octet-stream");
     }
 }
+
+#[derive(Deserialize)]
+pub struct TextQuery {
+    page: Option<String>,
+}
+
+/// `GET /api/v1/documents/{id}/text?page=N`: the stored text of one page
+/// (or, without `page`, the whole text), with its character range in the
+/// document's text, so a client can show what a search hit cites.
+#[utoipa::path(get, path = "/api/v1/documents/{id}/text", operation_id = "documents_text", tag = "documents",
+    params(
+        ("id" = String, Path, description = "Document id"),
+        ("page" = Option<i32>, Query, minimum = 1, description = "1-based page; without it, the whole text"),
+    ),
+    responses(
+        (status = 200, description = "The page's text and where it is in the document's text", body = crate::db::PageText),
+        (status = 400, description = "A page that is not a number of the document's pages", body = crate::http::openapi::ErrorBody),
+        (status = 401, description = "No valid token", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "Not found (or not yours)", body = crate::http::openapi::ErrorBody),
+        (status = 409, description = "The text is not stored yet (the job has not completed)", body = crate::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn text(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    Query(q): Query<TextQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let page = match q.page.as_deref() {
+        None => None,
+        Some(p) => Some(
+            p.parse::<i32>()
+                .map_err(|_| ApiError::BadRequest("page must be a positive integer".into()))?,
+        ),
+    };
+    match db::page_text(&state.services.db, user.user_id, id, page).await? {
+        db::PageLookup::NoDocument => Err(ApiError::NotFound("no such document".into())),
+        db::PageLookup::NotStored => Err(ApiError::Conflict(
+            "the document's text is not stored yet: its job has not completed".into(),
+        )),
+        db::PageLookup::NoPage { pages } => Err(ApiError::BadRequest(format!("page must be between 1 and {pages}"))),
+        db::PageLookup::Found(t) => Ok(Json(serde_json::to_value(t).map_err(anyhow::Error::from)?)),
+    }
+}

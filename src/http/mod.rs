@@ -117,6 +117,7 @@ pub fn router(state: AppState) -> Router {
                 .get(documents::list),
         )
         .route("/documents/{id}", get(documents::get).delete(documents::delete))
+        .route("/documents/{id}/text", get(documents::text))
         .route(
             "/batches",
             post(batches::create).layer(DefaultBodyLimit::max(upload_limit)),

@@ -10,9 +10,10 @@ use uuid::Uuid;
 
 use crate::analytics::{ContentTypeStats, StageStats};
 use crate::batches::{BatchDocument, BatchView};
-use crate::db::{AdminJob, DocumentView, JobView, SearchHit};
+use crate::db::{AdminJob, DocumentView, JobView, PageText};
 use crate::domain::{EventType, ProgressEvent, Stage};
 use crate::recovery::Action;
+use crate::search::{HighlightRange, SearchHit};
 
 /// Every error: `{"error": {"code", "message"}}`.
 #[derive(Serialize, ToSchema)]
@@ -116,6 +117,8 @@ pub struct ProgressAck {
 #[derive(Serialize, ToSchema)]
 pub struct SearchResults {
     pub query: String,
+    /// The mode used: hybrid, semantic or keyword.
+    pub mode: String,
     pub model: String,
     pub results: Vec<SearchHit>,
 }
@@ -241,6 +244,7 @@ impl Modify for BearerAuth {
         super::documents::list,
         super::documents::get,
         super::documents::delete,
+        super::documents::text,
         super::batches::create,
         super::batches::get,
         super::jobs::get,
@@ -261,7 +265,7 @@ impl Modify for BearerAuth {
     ),
     components(schemas(
         ErrorBody, ErrorDetail, Accepted, OnDuplicateParam, UploadAccepted, UploadForm, DocumentList, DocumentView, JobView,
-        History, ProgressEvent, EventType, Stage, JobQueued, CancelResult, ProgressAck, SearchResults, SearchHit,
+        History, ProgressEvent, EventType, Stage, JobQueued, CancelResult, ProgressAck, SearchResults, SearchHit, HighlightRange, PageText,
         BatchAccepted, BatchView, BatchDocument, Analytics, StageStats, ContentTypeStats, Recovery, Action,
         AdminJobs, AdminJob, Alive, Readiness, ReembedStarted, ReembedStatus, ModelCount,
         super::documents::UrlUpload, super::search::SearchRequest, super::jobs::ExternalProgress,

@@ -1,5 +1,7 @@
-//! `POST /api/v1/search`: the caller's best chunks for a query, by cosine
-//! similarity of the configured model's vectors.
+//! `POST /api/v1/search`: the caller's best chunks for a query, by
+//! keyword and vector search fused (`mode` hybrid, the default), or by one
+//! of them (`semantic`, `keyword`); each hit with its citation. See
+//! [`crate::search`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use super::auth::AuthUser;
 use super::error::ApiError;
 use super::AppState;
 use crate::pipeline::embed::{EmbedError, Embedder};
+use crate::search::{self, Mode};
 use crate::{db, reembed};
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -27,6 +30,9 @@ pub struct SearchRequest {
     k: Option<serde_json::Number>,
     /// Only these documents.
     document_ids: Option<Vec<Uuid>>,
+    /// `hybrid` (default), `semantic` or `keyword`.
+    #[schema(value_type = Option<String>, pattern = "^(hybrid|semantic|keyword)$")]
+    mode: Option<String>,
 }
 
 pub const MAX_QUERY_CHARS: usize = 2000;
@@ -36,7 +42,7 @@ pub const MAX_QUERY_CHARS: usize = 2000;
     responses(
         (status = 415, description = "Wrong content type", body = crate::http::openapi::ErrorBody),
         (status = 200, description = "The caller's best chunks", body = crate::http::openapi::SearchResults),
-        (status = 400, description = "Empty or too long query, bad k", body = crate::http::openapi::ErrorBody),
+        (status = 400, description = "Empty or too long query, bad k, unknown mode", body = crate::http::openapi::ErrorBody),
         (status = 401, description = "No valid token", body = crate::http::openapi::ErrorBody),
         (status = 404, description = "A document id that is not the caller's", body = crate::http::openapi::ErrorBody),
     ),
@@ -63,6 +69,11 @@ pub async fn search(
             _ => return Err(ApiError::BadRequest("k must be an integer between 1 and 50".into())),
         },
     };
+    let mode = match req.mode.as_deref() {
+        None => Mode::Hybrid,
+        Some(m) => Mode::parse(m)
+            .ok_or_else(|| ApiError::BadRequest(format!("mode must be one of {}", Mode::NAMES.join(", "))))?,
+    };
     let s = &state.services;
     // Another user's document ids answer 404, as on every other route.
     if let Some(ids) = req.document_ids.as_deref() {
@@ -73,10 +84,31 @@ pub async fn search(
             return Err(ApiError::NotFound("no such document".into()));
         }
     }
-    let hits = semantic(s, user.user_id, query, k, req.document_ids.as_deref()).await?;
-    Ok(Json(
-        json!({ "query": query, "model": s.embedder.model(), "results": hits }),
-    ))
+    let ids = req.document_ids.as_deref();
+    let terms = search::query_terms(query);
+    let hits = match mode {
+        Mode::Semantic => search::single(semantic(s, user.user_id, query, k, ids).await?, mode, &terms),
+        Mode::Keyword => search::single(
+            db::keyword_search(&s.db, user.user_id, query, k, ids).await?,
+            mode,
+            &terms,
+        ),
+        Mode::Hybrid => {
+            let depth = search::fusion_depth(k);
+            let (sem, key) = tokio::try_join!(semantic(s, user.user_id, query, depth, ids), async {
+                db::keyword_search(&s.db, user.user_id, query, depth, ids)
+                    .await
+                    .map_err(ApiError::from)
+            })?;
+            search::fuse(sem, key, k as usize, &terms)
+        }
+    };
+    Ok(Json(json!({
+        "query": query,
+        "mode": mode.as_str(),
+        "model": s.embedder.model(),
+        "results": hits,
+    })))
 }
 
 async fn embed_query(e: &Arc<dyn Embedder>, query: &str) -> Result<pgvector::Vector, ApiError> {
@@ -99,7 +131,7 @@ async fn semantic(
     query: &str,
     k: i64,
     document_ids: Option<&[Uuid]>,
-) -> Result<Vec<db::SearchHit>, ApiError> {
+) -> Result<Vec<db::ChunkHit>, ApiError> {
     let mut models: HashMap<i32, (Arc<dyn Embedder>, pgvector::Vector)> = HashMap::new();
     for (id, e) in reembed::query_models(s, user).await? {
         let v = embed_query(&e, query).await?;
@@ -128,11 +160,11 @@ async fn semantic(
 
 /// One list from several ranked lists: by reciprocal rank (1/(60 + rank)),
 /// ties by list order; a single list is returned as it is.
-fn interleave(mut lists: Vec<Vec<db::SearchHit>>, k: usize) -> Vec<db::SearchHit> {
+fn interleave(mut lists: Vec<Vec<db::ChunkHit>>, k: usize) -> Vec<db::ChunkHit> {
     if lists.len() <= 1 {
         return lists.pop().unwrap_or_default();
     }
-    let mut ranked: Vec<(f64, usize, db::SearchHit)> = Vec::new();
+    let mut ranked: Vec<(f64, usize, db::ChunkHit)> = Vec::new();
     for (l, list) in lists.into_iter().enumerate() {
         for (rank, hit) in list.into_iter().enumerate() {
             ranked.push((1.0 / (61.0 + rank as f64), l, hit));

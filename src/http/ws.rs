@@ -13,6 +13,7 @@
 //! the acknowledgement does not come); when either half ends it is
 //! unregistered at once. So every open socket gets every event, or is closed.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +46,32 @@ const OUTGOING_BUFFER: usize = 1024;
 const REPLY_BUFFER: usize = 256;
 /// Registration attempts before the socket is closed with 1011.
 const REGISTER_TRIES: u32 = 6;
+/// How long live events wait for a new socket's first message (its `resume`).
+const LIVE_HOLD: Duration = Duration::from_secs(1);
+/// Jobs a socket remembers the last sent seq of (the oldest are forgotten).
+const SENT_JOBS: usize = 4096;
+
+/// The last seq of each job this socket sent, so an event that comes both
+/// live and in a replay goes out once. Bounded: past [`SENT_JOBS`] jobs the
+/// memory is cleared (at worst a later replay repeats an event, which the
+/// client's seq check absorbs).
+#[derive(Default)]
+struct SentSeqs(HashMap<Arc<str>, i64>);
+
+impl SentSeqs {
+    /// Whether (job, seq) is new on this socket (and remember it).
+    fn first_time(&mut self, job: Arc<str>, seq: i64) -> bool {
+        if self.0.get(&job).is_some_and(|last| seq <= *last) {
+            return false;
+        }
+        if self.0.len() >= SENT_JOBS && !self.0.contains_key(&job) {
+            self.0.clear();
+        }
+        self.0.insert(job, seq);
+        true
+    }
+}
+
 /// How long a socket over the per-user limit waits for closed ones to leave.
 const REFUSAL_GRACE: Duration = Duration::from_millis(1500);
 
@@ -226,9 +253,19 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
     let mut writer = tokio::spawn(async move {
         let expiry = tokio::time::sleep(expires_in);
         tokio::pin!(expiry);
+        // Live events wait (in their bounded channel) until the client's
+        // first message was answered, so a reconnecting client's `resume`
+        // replays what it missed *before* anything newer of the same job:
+        // each job's events reach it in order. A client that sends nothing
+        // gets them after LIVE_HOLD.
+        let hold = tokio::time::sleep(LIVE_HOLD);
+        tokio::pin!(hold);
+        let mut live = false;
+        let mut sent = SentSeqs::default();
         loop {
             let next = tokio::select! {
-                msg = live_rx.recv() => match msg {
+                _ = &mut hold, if !live => Outgoing::Ready,
+                msg = live_rx.recv(), if live => match msg {
                     Some(m) => m,
                     None => {
                         // The session let go of this socket: unregistered
@@ -257,7 +294,18 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
                 _ = shutdown.cancelled() => Outgoing::Close { code: 1001, reason: "server shutting down".into() },
             };
             match next {
+                Outgoing::Ready => live = true,
                 Outgoing::Text(text) => {
+                    if sink.send(Message::Text((&*text).into())).await.is_err() {
+                        break;
+                    }
+                    crate::metrics::socket_sent();
+                }
+                Outgoing::Event { text, job, seq } => {
+                    // Already on this socket (live, then replayed): once is enough.
+                    if !sent.first_time(job, seq) {
+                        continue;
+                    }
                     if sink.send(Message::Text((&*text).into())).await.is_err() {
                         break;
                     }
@@ -277,6 +325,7 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
     let reader = async {
         let mut window = tokio::time::Instant::now();
         let mut in_window = 0u32;
+        let mut ready_sent = false;
         while let Some(msg) = stream.next().await {
             if window.elapsed() >= Duration::from_secs(1) {
                 window = tokio::time::Instant::now();
@@ -311,6 +360,13 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
                 }
                 Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => Ok(true),
             };
+            if !ready_sent {
+                ready_sent = true;
+                // After the answer (a resume's whole replay) is queued.
+                if tx.send(Outgoing::Ready).await.is_err() {
+                    return;
+                }
+            }
             match answered {
                 Ok(true) => {}
                 // The writer is gone: the socket is closing.
@@ -405,8 +461,13 @@ async fn handle_text(state: &AppState, user: Uuid, text: &str, tx: &mpsc::Sender
             while let Some(row) = rows.next().await {
                 match row {
                     Ok(event) => {
-                        let text = serde_json::to_string(&event).map_err(|e| e.to_string())?;
-                        if !send(text).await {
+                        let text: Arc<str> = serde_json::to_string(&event).map_err(|e| e.to_string())?.into();
+                        let out = Outgoing::Event {
+                            text,
+                            job: event.job_id.as_str().into(),
+                            seq: event.seq,
+                        };
+                        if tx.send(out).await.is_err() {
                             return Ok(false);
                         }
                     }

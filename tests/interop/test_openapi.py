@@ -23,7 +23,7 @@ from conftest import SECRET, SERVICE_TOKEN, corpus, token
 
 EXPECTED = {
     ("post", "/api/v1/documents"), ("get", "/api/v1/documents"), ("get", "/api/v1/documents/{id}"),
-    ("delete", "/api/v1/documents/{id}"), ("post", "/api/v1/batches"), ("get", "/api/v1/batches/{id}"),
+    ("get", "/api/v1/documents/{id}/text"), ("delete", "/api/v1/documents/{id}"), ("post", "/api/v1/batches"), ("get", "/api/v1/batches/{id}"),
     ("get", "/api/v1/jobs/{job_id}"), ("get", "/api/v1/jobs/{job_id}/history"), ("post", "/api/v1/jobs/{job_id}/retry"),
     ("post", "/api/v1/jobs/{job_id}/cancel"), ("post", "/api/v1/jobs/progress"), ("post", "/api/v1/search"),
     ("get", "/api/v1/analytics/processing"), ("post", "/api/v1/admin/jobs/recover-stalled"), ("get", "/api/v1/admin/jobs"),
@@ -96,6 +96,7 @@ def test_the_document_is_valid_and_every_operation_answers_as_documented(daemon_
         ("post", "/api/v1/documents"): ("/api/v1/documents", t, single, single_ct),
         ("get", "/api/v1/documents"): ("/api/v1/documents", t, None, None),
         ("get", "/api/v1/documents/{id}"): (f"/api/v1/documents/{doc['document_id']}", t, None, None),
+        ("get", "/api/v1/documents/{id}/text"): (f"/api/v1/documents/{doc['document_id']}/text?page=1", t, None, None),
         ("post", "/api/v1/batches"): ("/api/v1/batches", t, body, ct),
         ("get", "/api/v1/batches/{id}"): (f"/api/v1/batches/{batch['batch_id']}", t, None, None),
         ("get", "/api/v1/jobs/{job_id}"): (f"/api/v1/jobs/{doc['job_id']}", t, None, None),
@@ -103,7 +104,7 @@ def test_the_document_is_valid_and_every_operation_answers_as_documented(daemon_
         ("post", "/api/v1/jobs/{job_id}/retry"): (f"/api/v1/jobs/{failed['job_id']}/retry", t, None, None),
         ("post", "/api/v1/jobs/{job_id}/cancel"): (f"/api/v1/jobs/{running['job_id']}/cancel", t, None, None),
         ("post", "/api/v1/jobs/progress"): ("/api/v1/jobs/progress", SERVICE_TOKEN, {"job_id": doc["job_id"], "stage": "completed", "progress": 1.0}, None),
-        ("post", "/api/v1/search"): ("/api/v1/search", t, {"query": "Debian", "k": 2}, None),
+        ("post", "/api/v1/search"): ("/api/v1/search", t, {"query": "Debian", "k": 2, "mode": "hybrid"}, None),
         ("get", "/api/v1/analytics/processing"): ("/api/v1/analytics/processing", t, None, None),
         ("post", "/api/v1/admin/jobs/recover-stalled"): ("/api/v1/admin/jobs/recover-stalled?dry_run=true", ta, None, None),
         ("get", "/api/v1/admin/jobs"): ("/api/v1/admin/jobs?stage=completed", ta, None, None),

@@ -232,7 +232,21 @@ test("search finds the PDF's chunk and names the document", { timeout: 60_000 },
   await first.waitFor({ timeout: 30_000 });
   assert.equal(await first.locator(".hit-title").textContent(), "jacow-latex-a4.pdf");
   assert.match(await first.locator("blockquote").textContent(), /margin/i);
+  assert.match(await first.locator(".hit-meta").textContent(), /page \d+ · /);
+  // The query's words are marked in the snippet (hybrid search, the default mode).
+  const marks = await first.locator("blockquote mark").allTextContents();
+  assert.ok(marks.length > 0, "some query word is highlighted");
+  for (const m of marks) assert.match(m, /^(margin|specifications|for|a4|paper)$/i);
   await shot("08-search");
+  // Keyword mode: only chunks holding a query word.
+  await page.selectOption("#search-mode", "keyword");
+  await page.fill("#search-input", "JACoW");
+  await page.press("#search-input", "Enter");
+  await page.locator("#results li.hit mark").first().waitFor({ timeout: 30_000 });
+  for (const m of await page.locator("#results li.hit").first().locator("mark").allTextContents()) {
+    assert.match(m, /^jacow$/i);
+  }
+  await page.selectOption("#search-mode", "hybrid");
 });
 
 test("a file uploaded again is not stored twice: its card says it was already uploaded", { timeout: 60_000 }, async () => {

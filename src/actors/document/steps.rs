@@ -560,7 +560,6 @@ pub async fn store(state: &mut DocumentState) -> Result<Next, StageError> {
     )
     .await?;
     let document_id = state.source.as_ref().expect("begin ran").id;
-    let pages = state.extracted.as_ref().and_then(|e| e.pages);
     let reporter = state.reporter.as_mut().expect("begin created the reporter");
     if state.reembed {
         store::store_beside(
@@ -581,7 +580,7 @@ pub async fn store(state: &mut DocumentState) -> Result<Next, StageError> {
         s.model_ids(),
         &state.chunks,
         &state.vectors,
-        pages,
+        state.extracted.as_ref(),
     )
     .await?;
     Ok(Next::Go(Step::Complete))

@@ -632,11 +632,28 @@ async function uploadUrl(url) {
 
 // ---------- search ----------
 
-async function search(query) {
+// The snippet as text nodes with <mark> around the highlights. Ranges count
+// Unicode scalar values (the API's unit), so the text is split by code
+// point, not by UTF-16 unit.
+function snippetNode(hit) {
+  const chars = Array.from(hit.snippet || "");
+  const quote = el("blockquote", { class: "snippet" });
+  const ranges = [...(hit.highlights || [])].sort((a, b) => a.start - b.start);
+  let at = 0;
+  for (const r of ranges) {
+    if (r.start < at || r.end > chars.length || r.start >= r.end) continue;
+    quote.append(chars.slice(at, r.start).join(""), el("mark", { text: chars.slice(r.start, r.end).join("") }));
+    at = r.end;
+  }
+  quote.append(chars.slice(at).join(""));
+  return quote;
+}
+
+async function search(query, mode) {
   const list = $("results");
   list.replaceChildren(el("li", { class: "muted", text: "Searching…" }));
   try {
-    const res = await api("POST", "/api/v1/search", { query, k: 5 });
+    const res = await api("POST", "/api/v1/search", { query, k: 5, mode });
     if (!res.results.length) {
       list.replaceChildren(el("li", { class: "muted", text: "No matches in your documents yet." }));
       return;
@@ -645,9 +662,9 @@ async function search(query) {
       el("div", { class: "hit-title", text: h.document_name }),
       el("div", {
         class: "hit-meta",
-        text: `${h.page ? `page ${h.page} · ` : ""}chunk ${h.chunk_index + 1} · score ${h.score.toFixed(3)}`,
+        text: `${h.page ? `page ${h.page} · ` : ""}chunk ${h.chunk_index + 1} · ${res.mode} score ${h.score.toFixed(3)}`,
       }),
-      el("blockquote", { text: h.content.length > 400 ? `${h.content.slice(0, 400)}…` : h.content }))));
+      snippetNode(h))));
   } catch (e) {
     if (e.message !== "signed out") list.replaceChildren(el("li", { class: "error", text: `Search failed: ${e.message}` }));
   }
@@ -697,7 +714,7 @@ function wire() {
   $("search-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const q = $("search-input").value.trim();
-    if (q) search(q);
+    if (q) search(q, $("search-mode").value);
   });
   // Elapsed time and ETA move even when no event arrives.
   setInterval(() => {

@@ -27,6 +27,7 @@ EXPECTED = {
     ("get", "/api/v1/jobs/{job_id}"), ("get", "/api/v1/jobs/{job_id}/history"), ("post", "/api/v1/jobs/{job_id}/retry"),
     ("post", "/api/v1/jobs/{job_id}/cancel"), ("post", "/api/v1/jobs/progress"), ("post", "/api/v1/search"),
     ("get", "/api/v1/analytics/processing"), ("post", "/api/v1/admin/jobs/recover-stalled"), ("get", "/api/v1/admin/jobs"),
+    ("post", "/api/v1/admin/reembed"), ("get", "/api/v1/admin/reembed"),
     ("get", "/api/v1/ws/{user_id}"), ("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics"),
 }
 
@@ -108,6 +109,8 @@ def test_the_document_is_valid_and_every_operation_answers_as_documented(daemon_
         ("get", "/api/v1/analytics/processing"): ("/api/v1/analytics/processing", t, None, None),
         ("post", "/api/v1/admin/jobs/recover-stalled"): ("/api/v1/admin/jobs/recover-stalled?dry_run=true", ta, None, None),
         ("get", "/api/v1/admin/jobs"): ("/api/v1/admin/jobs?stage=completed", ta, None, None),
+        ("post", "/api/v1/admin/reembed"): ("/api/v1/admin/reembed", ta, None, None),
+        ("get", "/api/v1/admin/reembed"): (f"/api/v1/admin/reembed?user_id={user}", ta, None, None),
         ("get", "/api/v1/ws/{user_id}"): (f"/api/v1/ws/{user}?token={t}", None, None, None),
         ("get", "/healthz"): ("/healthz", None, None, None),
         ("get", "/readyz"): ("/readyz", None, None, None),

@@ -902,24 +902,6 @@ pub async fn switch_search_model(pool: &PgPool, user: Uuid, model_id: i32) -> Re
     Ok(Some((moved, dropped)))
 }
 
-/// Puts a completed or failed job back to `queued` to run `function` (held
-/// for admission, as [`requeue`]); returns its attempt.
-pub async fn requeue_as<'e, E>(exec: E, owner: Uuid, job_id: &str, function: &str) -> Result<Option<i32>, sqlx::Error>
-where
-    E: Executor<'e, Database = Postgres>,
-{
-    sqlx::query_scalar(
-        "UPDATE job_progress SET stage = 'queued', progress = 0, error = NULL, failed_stage = NULL, \
-         completed_at = NULL, last_update = now(), enqueued_at = NULL, managed = true, function = $3 \
-         WHERE job_id = $1 AND user_id = $2 AND stage IN ('failed', 'completed') RETURNING attempt",
-    )
-    .bind(job_id)
-    .bind(owner)
-    .bind(function)
-    .fetch_optional(exec)
-    .await
-}
-
 pub struct ReembedStatus {
     /// (model name, documents searched with it)
     pub by_model: Vec<(String, i64)>,
@@ -1080,18 +1062,26 @@ pub async fn lock_attempt(conn: &mut sqlx::PgConnection, job_id: &str, attempt: 
 
 /// Puts a failed or completed job back to `queued` for a re-run, held until
 /// admission lets it into the queue (we enqueue it now, whoever did before);
-/// returns the job's attempt (the `queued` event is written with it).
-pub async fn requeue<'e, E>(exec: E, owner: Uuid, job_id: &str) -> Result<Option<i32>, sqlx::Error>
+/// `function` changes what it runs (`None`: what it ran before, as a retry
+/// does). Returns the job's attempt (the `queued` event is written with it).
+pub async fn requeue<'e, E>(
+    exec: E,
+    owner: Uuid,
+    job_id: &str,
+    function: Option<&str>,
+) -> Result<Option<i32>, sqlx::Error>
 where
     E: Executor<'e, Database = Postgres>,
 {
     sqlx::query_scalar(
         "UPDATE job_progress SET stage = 'queued', progress = 0, error = NULL, failed_stage = NULL, \
-         completed_at = NULL, last_update = now(), enqueued_at = NULL, managed = true \
+         completed_at = NULL, last_update = now(), enqueued_at = NULL, managed = true, \
+         function = COALESCE($3, function) \
          WHERE job_id = $1 AND user_id = $2 AND stage IN ('failed', 'completed') RETURNING attempt",
     )
     .bind(job_id)
     .bind(owner)
+    .bind(function)
     .fetch_optional(exec)
     .await
 }

@@ -136,7 +136,7 @@ pub async fn start(s: &Services, user: Option<Uuid>) -> anyhow::Result<Value> {
                 continue;
             }
         }
-        let Some(attempt) = db::requeue_as(&s.db, c.owner_id, &c.job_id, REEMBED_DOCUMENT).await? else {
+        let Some(attempt) = db::requeue(&s.db, c.owner_id, &c.job_id, Some(REEMBED_DOCUMENT)).await? else {
             continue;
         };
         let meta = JobMeta {

@@ -13,22 +13,12 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
 use uuid::Uuid;
-
-/// nginx, stopped however the test ends.
-struct Nginx(Child);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct Cluster {
     api: Vec<Daemon>,
@@ -56,7 +46,12 @@ impl Cluster {
         let workers = (0..2)
             .map(|_| first.sibling(extra.clone().arg("--role").arg("worker")))
             .collect();
-        let (url, nginx) = nginx_in_front(&ports);
+        let nginx = Nginx::start("doculearn-cluster.conf", |site| {
+            assert!(site.contains("server 127.0.0.1:8001 ") && site.contains("server 127.0.0.1:8002 "));
+            site.replace("server 127.0.0.1:8001 ", &format!("server 127.0.0.1:{} ", ports[0]))
+                .replace("server 127.0.0.1:8002 ", &format!("server 127.0.0.1:{} ", ports[1]))
+        });
+        let url = format!("http://127.0.0.1:{}", nginx.port);
         Cluster {
             api: vec![first, second],
             workers,
@@ -83,45 +78,6 @@ impl Cluster {
                 .any(|l| l.contains("job started") && l.contains(job_id))
         })
     }
-}
-
-fn nginx_in_front(ports: &[u16; 2]) -> (String, Nginx) {
-    let dir = std::env::temp_dir().join(format!("dl-cluster-nginx-{}", Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
-    let site =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/nginx/doculearn-cluster.conf"))
-            .unwrap();
-    assert!(site.contains("server 127.0.0.1:8001 ") && site.contains("server 127.0.0.1:8002 "));
-    let site = site
-        .replace("server 127.0.0.1:8001 ", &format!("server 127.0.0.1:{} ", ports[0]))
-        .replace("server 127.0.0.1:8002 ", &format!("server 127.0.0.1:{} ", ports[1]))
-        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
-        .replace("listen [::]:80;", "")
-        .replace("/var/log/nginx/", &format!("{}/", dir.display()));
-    std::fs::write(dir.join("site.conf"), site).unwrap();
-    let p = |n: &str| dir.join(n).display().to_string();
-    let conf = format!(
-        "daemon off;\npid {};\nerror_log {} info;\nevents {{ worker_connections 512; }}\nhttp {{\n  access_log {};\n  client_body_temp_path {};\n  proxy_temp_path {};\n  fastcgi_temp_path {};\n  uwsgi_temp_path {};\n  scgi_temp_path {};\n  include {};\n}}\n",
-        p("nginx.pid"), p("error.log"), p("access.log"), p("body"), p("proxy"), p("fastcgi"), p("uwsgi"), p("scgi"), p("site.conf")
-    );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let child = Command::new("nginx")
-        .args(["-c", &p("nginx.conf"), "-p", &dir.display().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx (run scripts/test-tools.sh)");
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "nginx did not start: {}",
-            std::fs::read_to_string(p("error.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (format!("http://127.0.0.1:{port}"), Nginx(child))
 }
 
 /// Uploads files through nginx; the job ids.

@@ -341,50 +341,11 @@ async fn analytics_agree_with_the_history_and_metrics_are_exposed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_shipped_nginx_site_proxies_uploads_and_progress_sockets() {
     let d = Daemon::start(Opts::default().with("DOCULEARN_HTTP__TRUSTED_PROXIES", "[\"127.0.0.1/32\"]")).await;
-    let dir = std::env::temp_dir().join(format!("dl-nginx-{}", Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
-    let site =
-        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/nginx/doculearn.conf"))
-            .unwrap();
-    assert!(site.contains("server 127.0.0.1:8000;") && site.contains("listen 80;"));
-    let site = site
-        .replace("server 127.0.0.1:8000;", &format!("server {};", d.addr))
-        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
-        .replace("listen [::]:80;", "")
-        .replace("/var/log/nginx/", &format!("{}/", dir.display()));
-    std::fs::write(dir.join("site.conf"), site).unwrap();
-    let p = |n: &str| dir.join(n).display().to_string();
-    let conf = format!(
-        "daemon off;\npid {};\nerror_log {} info;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log {};\n  client_body_temp_path {};\n  proxy_temp_path {};\n  fastcgi_temp_path {};\n  uwsgi_temp_path {};\n  scgi_temp_path {};\n  include {};\n}}\n",
-        p("nginx.pid"), p("error.log"), p("access.log"), p("body"), p("proxy"), p("fastcgi"), p("uwsgi"), p("scgi"), p("site.conf")
-    );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    /// Stops nginx however the test ends.
-    struct Nginx(std::process::Child);
-    impl Drop for Nginx {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _nginx = Nginx(
-        std::process::Command::new("nginx")
-            .args(["-c", &p("nginx.conf"), "-p", &dir.display().to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("nginx (run scripts/test-tools.sh)"),
-    );
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "nginx did not start: {}",
-            std::fs::read_to_string(p("error.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let nginx = Nginx::start("doculearn.conf", |site| {
+        assert!(site.contains("server 127.0.0.1:8000;"));
+        site.replace("server 127.0.0.1:8000;", &format!("server {};", d.addr))
+    });
+    let (port, dir) = (nginx.port, nginx.dir.clone());
     let proxied = format!("127.0.0.1:{port}");
     let user = Uuid::new_v4();
     let token = d.token(user);

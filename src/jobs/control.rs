@@ -58,7 +58,7 @@ pub async fn retry(s: &Services, owner: Uuid, job_id: &str) -> Result<Value, Con
         )));
     }
     let changed = || ControlError::Conflict("the job changed meanwhile; reload and try again".into());
-    let attempt = db::requeue(&s.db, owner, job_id).await?.ok_or_else(changed)?;
+    let attempt = db::requeue(&s.db, owner, job_id, None).await?.ok_or_else(changed)?;
     let meta = JobMeta {
         job_id: job_id.to_string(),
         user_id: owner,

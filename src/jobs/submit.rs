@@ -425,7 +425,7 @@ async fn replace(
         stage: "changing".into(),
     };
     // Processed from its bytes again, even if its last run was a re-embed.
-    let attempt = db::requeue_as(&mut *tx, owner, &dup.job_id, super::PROCESS_DOCUMENT)
+    let attempt = db::requeue(&mut *tx, owner, &dup.job_id, Some(super::PROCESS_DOCUMENT))
         .await?
         .ok_or_else(busy)?;
     db::rename_document(tx, dup.document_id, &u.name).await?;

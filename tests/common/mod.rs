@@ -549,3 +549,59 @@ pub async fn count(pool: &sqlx::PgPool, sql: &'static str, id: &str) -> i64 {
         .await
         .unwrap()
 }
+
+/// nginx running one of the shipped sites (`config/nginx/<site>`) in a
+/// folder of its own, stopped however the test ends.
+pub struct Nginx {
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Child,
+}
+
+impl Nginx {
+    /// Starts nginx with the site file after `edit(site, port, dir)` (which
+    /// points its upstream at the test's daemons); `listen 80`, the IPv6
+    /// listen and the log folder are rewritten to the test's port and folder.
+    pub fn start(site: &str, edit: impl FnOnce(String) -> String) -> Nginx {
+        let dir = std::env::temp_dir().join(format!("dl-nginx-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let text =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/nginx").join(site)).unwrap();
+        assert!(text.contains("listen 80;"), "{site} listens on port 80");
+        let text = edit(text)
+            .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
+            .replace("listen [::]:80;", "")
+            .replace("/var/log/nginx/", &format!("{}/", dir.display()));
+        std::fs::write(dir.join("site.conf"), text).unwrap();
+        let p = |n: &str| dir.join(n).display().to_string();
+        let conf = format!(
+            "daemon off;\npid {};\nerror_log {} info;\nevents {{ worker_connections 512; }}\nhttp {{\n  access_log {};\n  client_body_temp_path {};\n  proxy_temp_path {};\n  fastcgi_temp_path {};\n  uwsgi_temp_path {};\n  scgi_temp_path {};\n  include {};\n}}\n",
+            p("nginx.pid"), p("error.log"), p("access.log"), p("body"), p("proxy"), p("fastcgi"), p("uwsgi"), p("scgi"), p("site.conf")
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let child = Command::new("nginx")
+            .args(["-c", &p("nginx.conf"), "-p", &dir.display().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx (run scripts/test-tools.sh)");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "nginx did not start: {}",
+                std::fs::read_to_string(p("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nginx { port, dir, child }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

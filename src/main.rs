@@ -46,15 +46,8 @@ enum Command {
     /// with their document, page, score and a snippet with the query's
     /// words highlighted (bold on a terminal, [[...]] otherwise).
     Search {
-        /// The daemon (default: http:// and http.listen, 127.0.0.1:8000).
-        #[arg(long, env = "DOCULEARN_SERVER")]
-        server: Option<String>,
-        /// Bearer token (e.g. from `doculearn token`).
-        #[arg(long, env = "DOCULEARN_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        /// Instead of --token: mint one for this user with the configured secret.
-        #[arg(long, conflicts_with = "token")]
-        user: Option<Uuid>,
+        #[command(flatten)]
+        client: ClientArgs,
         /// How many passages (1–50).
         #[arg(long, short, default_value_t = 5)]
         k: u32,
@@ -66,19 +59,13 @@ enum Command {
         query: Vec<String>,
     },
     /// Re-embed, through a running daemon, every document whose vectors are
-    /// of another model than the configured one (admin token), and follow
+    /// of another model than the configured one (an admin token: `doculearn
+    /// token --admin`, or --user mints one), and follow
     /// it until search uses the configured model for all (exit status 1 if
     /// some could not be re-embedded). Safe to run again: it resumes.
     Reembed {
-        /// The daemon (default: http:// and http.listen, 127.0.0.1:8000).
-        #[arg(long, env = "DOCULEARN_SERVER")]
-        server: Option<String>,
-        /// An admin bearer token (e.g. from `doculearn token --admin`).
-        #[arg(long, env = "DOCULEARN_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        /// Instead of --token: mint an admin token for this user with the configured secret.
-        #[arg(long, conflicts_with = "token")]
-        user: Option<Uuid>,
+        #[command(flatten)]
+        client: ClientArgs,
         /// Only this user's documents.
         #[arg(long)]
         of_user: Option<Uuid>,
@@ -92,15 +79,8 @@ enum Command {
     /// Upload files through a running daemon and show live progress bars
     /// until each is completed or failed (exit status 1 if any failed).
     Ingest {
-        /// The daemon (default: http:// and http.listen, 127.0.0.1:8000).
-        #[arg(long, env = "DOCULEARN_SERVER")]
-        server: Option<String>,
-        /// Bearer token (e.g. from `doculearn token`).
-        #[arg(long, env = "DOCULEARN_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        /// Instead of --token: mint one for this user with the configured secret.
-        #[arg(long, conflicts_with = "token")]
-        user: Option<Uuid>,
+        #[command(flatten)]
+        client: ClientArgs,
         /// Stop waiting after this long (the jobs go on in the daemon).
         #[arg(long, default_value = "1h")]
         timeout: String,
@@ -195,32 +175,22 @@ fn main() -> ExitCode {
         };
     }
     if let Command::Ingest {
-        server,
-        token,
-        user,
+        client,
         timeout,
         on_duplicate,
         files,
     } = cli.command
     {
-        return ingest(
-            cli.config.as_ref(),
-            ClientArgs { server, token, user },
-            &timeout,
-            on_duplicate,
-            files,
-        );
+        return ingest(cli.config.as_ref(), client, &timeout, on_duplicate, files);
     }
     if let Command::Search {
-        server,
-        token,
-        user,
+        client: c,
         k,
         mode,
         query,
     } = cli.command
     {
-        let (server, token) = match client(cli.config.as_ref(), server, token, user, "search") {
+        let (server, token) = match client(cli.config.as_ref(), c, false, "search") {
             Ok(c) => c,
             Err(code) => return code,
         };
@@ -240,15 +210,13 @@ fn main() -> ExitCode {
         };
     }
     if let Command::Reembed {
-        server,
-        token,
-        user,
+        client,
         of_user,
         no_wait,
         timeout,
     } = cli.command
     {
-        return reembed(cli.config.as_ref(), server, token, user, of_user, no_wait, &timeout);
+        return reembed(cli.config.as_ref(), client, of_user, no_wait, &timeout);
     }
     let settings = match load(cli.config.as_ref()) {
         Ok(s) => s,
@@ -301,31 +269,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// `ingest`: the settings are read only when they are needed (the default
-/// server address, or minting a token), so a client with `--server` and
-/// `--token` needs no configuration at all.
-/// The server and token of a client command. Only `--user` (minting a
-/// token with the configured secret) reads and checks the daemon's whole
+/// The server and token of a client command (`ingest`, `search`,
+/// `reembed`). Only `--user` (minting a token with the configured secret,
+/// an admin's when `admin`) reads and checks the daemon's whole
 /// configuration; otherwise a client needs nothing but a token.
-fn client(
-    config: Option<&PathBuf>,
-    server: Option<String>,
-    token: Option<String>,
-    user: Option<Uuid>,
-    command: &str,
-) -> Result<(String, String), ExitCode> {
-    client_as(config, server, token, user, false, command)
-}
-
-/// [`client`], minting an admin token for `--user` when `admin`.
-fn client_as(
-    config: Option<&PathBuf>,
-    server: Option<String>,
-    token: Option<String>,
-    user: Option<Uuid>,
-    admin: bool,
-    command: &str,
-) -> Result<(String, String), ExitCode> {
+fn client(config: Option<&PathBuf>, c: ClientArgs, admin: bool, command: &str) -> Result<(String, String), ExitCode> {
+    let ClientArgs { server, token, user } = c;
     let server = match server {
         Some(s) => s,
         None => match Settings::client_listen(config.map(PathBuf::as_path)) {
@@ -359,15 +308,7 @@ fn client_as(
     Ok((server, token))
 }
 
-fn reembed(
-    config: Option<&PathBuf>,
-    server: Option<String>,
-    token: Option<String>,
-    user: Option<Uuid>,
-    of_user: Option<Uuid>,
-    no_wait: bool,
-    timeout: &str,
-) -> ExitCode {
+fn reembed(config: Option<&PathBuf>, c: ClientArgs, of_user: Option<Uuid>, no_wait: bool, timeout: &str) -> ExitCode {
     let timeout = match parse_ttl(timeout) {
         Ok(t) if t > 0 => std::time::Duration::from_secs(t as u64),
         _ => {
@@ -375,7 +316,7 @@ fn reembed(
             return ExitCode::from(2);
         }
     };
-    let (server, token) = match client_as(config, server, token, user, true, "reembed") {
+    let (server, token) = match client(config, c, true, "reembed") {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -396,10 +337,17 @@ fn reembed(
     }
 }
 
-/// How `ingest` reaches the daemon: `--server`, and `--token` or `--user`.
+/// How a client command reaches the daemon: `--server`, and `--token` or `--user`.
+#[derive(clap::Args)]
 struct ClientArgs {
+    /// The daemon (default: http:// and http.listen, 127.0.0.1:8000).
+    #[arg(long, env = "DOCULEARN_SERVER")]
     server: Option<String>,
+    /// Bearer token (e.g. from `doculearn token`).
+    #[arg(long, env = "DOCULEARN_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Instead of --token: mint one for this user with the configured secret.
+    #[arg(long, conflicts_with = "token")]
     user: Option<Uuid>,
 }
 
@@ -410,7 +358,6 @@ fn ingest(
     on_duplicate: String,
     files: Vec<PathBuf>,
 ) -> ExitCode {
-    let ClientArgs { server, token, user } = c;
     let timeout = match parse_ttl(timeout) {
         Ok(t) if t > 0 => std::time::Duration::from_secs(t as u64),
         Ok(_) => {
@@ -422,7 +369,7 @@ fn ingest(
             return ExitCode::from(2);
         }
     };
-    let (server, token) = match client(config, server, token, user, "ingest") {
+    let (server, token) = match client(config, c, false, "ingest") {
         Ok(c) => c,
         Err(code) => return code,
     };

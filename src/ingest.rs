@@ -421,20 +421,19 @@ fn answer(body: &Value) -> Result<Answer, String> {
     }
 }
 
-/// `doculearn search QUERY`: asks the daemon and prints the passages, best
-/// first: score, document, page, then the snippet on an indented line with
-/// the query's words in bold on a terminal, in `[[...]]` otherwise.
-pub async fn search(server: &str, token: &str, query: &str, k: u32, mode: &str) -> anyhow::Result<()> {
+/// An HTTP client for the daemon's JSON routes (60 s per request).
+fn json_client() -> anyhow::Result<reqwest::Client> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::builder()
+    reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
-        .context("cannot build the HTTP client")?;
-    let url = format!("{}/api/v1/search", server.trim_end_matches('/'));
-    let resp = http
-        .post(&url)
+        .context("cannot build the HTTP client")
+}
+
+/// Sends `req` with the token; the JSON answer, or the daemon's reason as the error.
+async fn call_json(req: reqwest::RequestBuilder, server: &str, token: &str) -> anyhow::Result<Value> {
+    let resp = req
         .bearer_auth(token)
-        .json(&json!({ "query": query, "k": k, "mode": mode }))
         .send()
         .await
         .with_context(|| format!("cannot reach the daemon at {server}"))?;
@@ -444,6 +443,21 @@ pub async fn search(server: &str, token: &str, query: &str, k: u32, mode: &str) 
         let reason = body["error"]["message"].as_str().unwrap_or("no reason given");
         bail!("the daemon answered {status}: {reason}");
     }
+    Ok(body)
+}
+
+/// `doculearn search QUERY`: asks the daemon and prints the passages, best
+/// first: score, document, page, then the snippet on an indented line with
+/// the query's words in bold on a terminal, in `[[...]]` otherwise.
+pub async fn search(server: &str, token: &str, query: &str, k: u32, mode: &str) -> anyhow::Result<()> {
+    let http = json_client()?;
+    let url = format!("{}/api/v1/search", server.trim_end_matches('/'));
+    let body = call_json(
+        http.post(&url).json(&json!({ "query": query, "k": k, "mode": mode })),
+        server,
+        token,
+    )
+    .await?;
     let results = body["results"].as_array().cloned().unwrap_or_default();
     if results.is_empty() {
         println!("no passages match “{query}”");
@@ -474,29 +488,12 @@ pub async fn reembed(
     wait: bool,
     timeout: Duration,
 ) -> anyhow::Result<bool> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .context("cannot build the HTTP client")?;
+    let http = json_client()?;
     let mut url = format!("{}/api/v1/admin/reembed", server.trim_end_matches('/'));
     if let Some(u) = of_user {
         url.push_str(&format!("?user_id={u}"));
     }
-    let call = |req: reqwest::RequestBuilder| async move {
-        let resp = req
-            .bearer_auth(token)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the daemon at {server}"))?;
-        let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            let reason = body["error"]["message"].as_str().unwrap_or("no reason given");
-            bail!("the daemon answered {status}: {reason}");
-        }
-        Ok(body)
-    };
+    let call = |req: reqwest::RequestBuilder| call_json(req, server, token);
     let started = call(http.post(&url)).await?;
     let model = started["model"].as_str().unwrap_or("?").to_string();
     println!(

@@ -194,20 +194,11 @@ fn main() -> ExitCode {
             Ok(c) => c,
             Err(code) => return code,
         };
-        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("cannot start the async runtime: {e}");
-                return ExitCode::from(1);
-            }
-        };
-        return match runtime.block_on(doculearn::ingest::search(&server, &token, &query.join(" "), k, &mode)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("search: {e:#}");
-                ExitCode::from(1)
-            }
-        };
+        let searched = client_run(
+            "search",
+            doculearn::ingest::search(&server, &token, &query.join(" "), k, &mode),
+        );
+        return searched.map_or_else(|code| code, |()| ExitCode::SUCCESS);
     }
     if let Command::Reembed {
         client,
@@ -320,20 +311,13 @@ fn reembed(config: Option<&PathBuf>, c: ClientArgs, of_user: Option<Uuid>, no_wa
         Ok(c) => c,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(doculearn::ingest::reembed(&server, &token, of_user, !no_wait, timeout)) {
+    match client_run(
+        "reembed",
+        doculearn::ingest::reembed(&server, &token, of_user, !no_wait, timeout),
+    ) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
-        Err(e) => {
-            eprintln!("reembed: {e:#}");
-            ExitCode::from(1)
-        }
+        Err(code) => code,
     }
 }
 
@@ -380,21 +364,27 @@ fn ingest(
         timeout,
         on_duplicate,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(doculearn::ingest::run(args)) {
+    match client_run("ingest", doculearn::ingest::run(args)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
-        Err(e) => {
-            eprintln!("ingest: {e:#}");
-            ExitCode::from(1)
-        }
+        Err(code) => code,
     }
+}
+
+/// Runs a client command's future on a small runtime; an error is one line
+/// "<command>: <reason>" and exit status 1.
+fn client_run<T>(command: &str, fut: impl std::future::Future<Output = anyhow::Result<T>>) -> Result<T, ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        })?;
+    runtime.block_on(fut).map_err(|e| {
+        eprintln!("{command}: {e:#}");
+        ExitCode::from(1)
+    })
 }
 
 fn run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {

@@ -101,6 +101,10 @@ pub fn install() -> PrometheusHandle {
                 "progress_events_dropped_total",
                 "Progress events dropped because a consumer fell behind (its sockets were told to resync)"
             );
+            describe_histogram!(
+                "progress_write_batch_size",
+                "Progress events written together in one statement (group commit)"
+            );
             describe_gauge!("websocket_connections", "Open progress sockets");
             describe_counter!("websocket_messages_sent_total", "Messages sent to progress sockets");
             describe_histogram!(
@@ -156,6 +160,10 @@ pub fn events_dropped(at: &'static str) {
     counter!("progress_events_dropped_total", "at" => at).increment(1);
 }
 
+pub fn event_batch(events: usize) {
+    histogram!("progress_write_batch_size").record(events as f64);
+}
+
 pub fn index_backlog(rows: i64) {
     gauge!("index_backlog_rows").set(rows as f64);
 }
@@ -177,8 +185,12 @@ pub fn socket_closed(secs: f64) {
     histogram!("websocket_connection_duration_seconds").record(secs);
 }
 
+/// Called for every message to every socket: the handle is looked up once
+/// (after [`install`], which the daemon calls before it serves).
 pub fn socket_sent() {
-    counter!("websocket_messages_sent_total").increment(1);
+    static SENT: OnceLock<metrics::Counter> = OnceLock::new();
+    SENT.get_or_init(|| counter!("websocket_messages_sent_total"))
+        .increment(1);
 }
 
 pub fn socket_resumed() {

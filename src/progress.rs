@@ -193,20 +193,17 @@ impl Reporter {
     }
 
     async fn emit(&mut self, ev: NewEvent) -> Result<ProgressEvent, ProgressError> {
-        let mut conn = self.sink_db_conn().await?;
         let event = self
             .sink
-            .record_in(&mut conn, &self.meta, ev)
+            .record_and_publish(&self.meta, ev)
             .await?
             .ok_or(ProgressError::Fenced(self.attempt))?;
-        drop(conn);
-        let moves_batch = self.note(&event);
-        self.sink.send(&self.meta, &event, moves_batch).await;
+        if self.note(&event) {
+            if let Some(batch) = self.meta.batch_id {
+                self.sink.refresh_batch(batch).await;
+            }
+        }
         Ok(event)
-    }
-
-    async fn sink_db_conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, sqlx::Error> {
-        self.sink.db().acquire().await
     }
 
     /// Moves the attempt's state on past a recorded event; whether it moves its batch.

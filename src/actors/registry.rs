@@ -171,7 +171,7 @@ impl RegistryState {
     }
 
     fn broadcast_resync(&self) {
-        let text: Arc<str> = Arc::from(RESYNC);
+        let text = axum::extract::ws::Utf8Bytes::from_static(RESYNC);
         for e in self.sessions.values() {
             let _ = e.session.cast(SessionMsg::Broadcast(text.clone()));
         }

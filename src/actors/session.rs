@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::Utf8Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -39,11 +40,12 @@ pub const RESYNC: &str = r#"{"type":"resync"}"#;
 /// What a socket's writer task sends to the browser.
 #[derive(Debug, Clone)]
 pub enum Outgoing {
-    Text(Arc<str>),
+    /// Shared by every socket it goes to (no copy per socket).
+    Text(Utf8Bytes),
     /// A progress event: the writer sends each (job, seq) at most once per
     /// socket, whether it comes live or from a `resume`.
     Event {
-        text: Arc<str>,
+        text: Utf8Bytes,
         job: Arc<str>,
         seq: i64,
     },
@@ -79,7 +81,7 @@ pub enum SessionMsg {
     RemoveSocket(u64),
     Push(Arc<ProgressEvent>, Ticket),
     /// A control message for every socket (e.g. `{"type":"resync"}`).
-    Broadcast(Arc<str>),
+    Broadcast(Utf8Bytes),
     /// Internal: a job's coalescing interval ended.
     Flush(String),
     /// Internal: stop if still without sockets since `generation`.
@@ -147,7 +149,7 @@ impl SessionState {
 
     fn send_event(&mut self, event: &ProgressEvent) -> Result<(), ActorProcessingErr> {
         // One serialisation for all of the user's sockets.
-        let text: Arc<str> = serde_json::to_string(event)?.into();
+        let text = Utf8Bytes::from(serde_json::to_string(event)?);
         self.send_all(Outgoing::Event {
             text,
             job: event.job_id.as_str().into(),
@@ -242,7 +244,7 @@ impl Actor for SessionActor {
                 drop(ticket);
                 if state.inbox.caught_up_after_overflow() {
                     tracing::warn!(user_id = %state.user_id, "events were dropped under load; asking the sockets to resync");
-                    state.send_all(Outgoing::Text(Arc::from(RESYNC)));
+                    state.send_all(Outgoing::Text(Utf8Bytes::from_static(RESYNC)));
                 }
             }
             SessionMsg::Flush(job) => {

@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
@@ -262,6 +262,13 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
         tokio::pin!(hold);
         let mut live = false;
         let mut sent = SentSeqs::default();
+        // Made once, not per message: a fresh `cancelled()` future would
+        // register with (and leave) the token's waiter list each time, and
+        // the shutdown token is shared by every socket.
+        let kicked = kick.cancelled();
+        tokio::pin!(kicked);
+        let shutting_down = shutdown.cancelled();
+        tokio::pin!(shutting_down);
         loop {
             let next = tokio::select! {
                 _ = &mut hold, if !live => Outgoing::Ready,
@@ -286,17 +293,17 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
                     Some(m) => m,
                     None => break,
                 },
-                _ = kick.cancelled() => Outgoing::Close {
+                _ = &mut kicked => Outgoing::Close {
                     code: 1008,
                     reason: "too slow to receive progress; reconnect and resume".into(),
                 },
                 _ = &mut expiry => Outgoing::Close { code: 1008, reason: "token expired".into() },
-                _ = shutdown.cancelled() => Outgoing::Close { code: 1001, reason: "server shutting down".into() },
+                _ = &mut shutting_down => Outgoing::Close { code: 1001, reason: "server shutting down".into() },
             };
             match next {
                 Outgoing::Ready => live = true,
                 Outgoing::Text(text) => {
-                    if sink.send(Message::Text((&*text).into())).await.is_err() {
+                    if sink.send(Message::Text(text)).await.is_err() {
                         break;
                     }
                     crate::metrics::socket_sent();
@@ -306,7 +313,7 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
                     if !sent.first_time(job, seq) {
                         continue;
                     }
-                    if sink.send(Message::Text((&*text).into())).await.is_err() {
+                    if sink.send(Message::Text(text)).await.is_err() {
                         break;
                     }
                     crate::metrics::socket_sent();
@@ -461,7 +468,7 @@ async fn handle_text(state: &AppState, user: Uuid, text: &str, tx: &mpsc::Sender
             while let Some(row) = rows.next().await {
                 match row {
                     Ok(event) => {
-                        let text: Arc<str> = serde_json::to_string(&event).map_err(|e| e.to_string())?.into();
+                        let text = Utf8Bytes::from(serde_json::to_string(&event).map_err(|e| e.to_string())?);
                         let out = Outgoing::Event {
                             text,
                             job: event.job_id.as_str().into(),

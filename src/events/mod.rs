@@ -5,15 +5,28 @@
 //! the fast path, and `resume` replays what it dropped. Workers (through the
 //! per-attempt `Reporter`), uploads, retries, cancels, recovery and external
 //! workers all use it, so their events cannot differ in what they update.
+//! Events written on their own (not inside a caller's transaction) go
+//! through the [`writer`]'s group commit: many jobs' events in one statement
+//! and one Redis pipeline.
 
-use chrono::Utc;
+mod writer;
+
+use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::db::{self, EventRecord};
-use crate::domain::{Envelope, EventType, ProgressEvent, Stage};
+use crate::domain::{EventType, ProgressEvent, Stage};
+use writer::{Outcome, Writer};
+
+/// What travels on the channel ([`crate::domain::Envelope`]'s JSON), borrowed.
+#[derive(serde::Serialize)]
+struct EnvelopeRef<'a> {
+    user_id: Uuid,
+    event: &'a ProgressEvent,
+}
 
 /// Publishes events on the shared channel.
 #[derive(Clone)]
@@ -37,11 +50,7 @@ impl Publisher {
     /// Best effort: the event is already stored, so a Redis outage only
     /// delays it until the client's `resume`.
     pub async fn publish(&self, user_id: Uuid, event: &ProgressEvent) {
-        let envelope = Envelope {
-            user_id,
-            event: event.clone(),
-        };
-        let payload = match serde_json::to_string(&envelope) {
+        let payload = match serde_json::to_string(&EnvelopeRef { user_id, event }) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(job_id = %event.job_id, error = %e, "cannot encode progress event");
@@ -52,6 +61,50 @@ impl Publisher {
         if let Err(e) = con.publish::<_, _, ()>(&self.channel, payload).await {
             tracing::warn!(job_id = %event.job_id, seq = event.seq, error = %e, "progress not published; clients will catch up on resume");
         }
+    }
+}
+
+impl Publisher {
+    /// Publishes several events in one pipeline (one round trip), in order.
+    pub async fn publish_many(&self, events: &[(Uuid, &ProgressEvent)]) {
+        if events.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for (user_id, event) in events {
+            match serde_json::to_string(&EnvelopeRef {
+                user_id: *user_id,
+                event,
+            }) {
+                Ok(payload) => {
+                    pipe.publish(&self.channel, payload).ignore();
+                }
+                Err(e) => tracing::error!(job_id = %event.job_id, error = %e, "cannot encode progress event"),
+            }
+        }
+        let mut con = self.redis.clone();
+        if let Err(e) = pipe.query_async::<()>(&mut con).await {
+            tracing::warn!(events = events.len(), error = %e, "progress not published; clients will catch up on resume");
+        }
+    }
+}
+
+/// An event with its number: what every channel carries.
+fn numbered(meta: &JobMeta, ev: NewEvent, seq: i64, timestamp: DateTime<Utc>) -> ProgressEvent {
+    ProgressEvent {
+        kind: ev.kind,
+        job_id: meta.job_id.clone(),
+        document_id: meta.document_id,
+        batch_id: meta.batch_id,
+        stage: ev.stage,
+        progress: ev.progress,
+        message: ev.message,
+        details: ev.details,
+        error: ev.error,
+        seq,
+        attempt: ev.attempt,
+        timestamp,
+        document_name: meta.document_name.clone(),
     }
 }
 
@@ -127,11 +180,14 @@ impl NewEvent {
 pub struct EventSink {
     db: PgPool,
     publisher: Publisher,
+    writer: Writer,
 }
 
 impl EventSink {
+    /// Starts the group-commit writer: call it inside the runtime.
     pub fn new(db: PgPool, publisher: Publisher) -> Self {
-        EventSink { db, publisher }
+        let writer = Writer::spawn(db.clone(), publisher.clone());
+        EventSink { db, publisher, writer }
     }
 
     pub fn publisher(&self) -> &Publisher {
@@ -169,21 +225,7 @@ impl EventSink {
             },
         )
         .await?;
-        Ok(seq.map(|seq| ProgressEvent {
-            kind: ev.kind,
-            job_id: meta.job_id.clone(),
-            document_id: meta.document_id,
-            batch_id: meta.batch_id,
-            stage: ev.stage,
-            progress: ev.progress,
-            message: ev.message,
-            details: ev.details,
-            error: ev.error,
-            seq,
-            attempt: ev.attempt,
-            timestamp,
-            document_name: meta.document_name.clone(),
-        }))
+        Ok(seq.map(|seq| numbered(meta, ev, seq, timestamp)))
     }
 
     /// Publishes a recorded event; with `moves_batch` (the job changed stage
@@ -197,19 +239,41 @@ impl EventSink {
         }
     }
 
-    /// Records and sends in one go (its own short transaction); `None` when fenced.
+    /// Records and publishes an event on its own (batched with whatever
+    /// other jobs' events are being written now); `None` when the attempt no
+    /// longer owns the job. Does not move the batch: see [`EventSink::emit`].
+    pub async fn record_and_publish(&self, meta: &JobMeta, ev: NewEvent) -> Result<Option<ProgressEvent>, sqlx::Error> {
+        let timestamp = Utc::now();
+        let ev = match self.writer.write(meta, ev, timestamp).await {
+            Outcome::Written(event) => return Ok(Some(event)),
+            Outcome::Fenced => return Ok(None),
+            Outcome::Alone(ev) => ev,
+        };
+        // Its job's row is busy (or the batch failed): alone, waiting for the lock.
+        let mut conn = self.db.acquire().await?;
+        let Some(event) = self.record_in(&mut conn, meta, ev).await? else {
+            return Ok(None);
+        };
+        drop(conn);
+        self.publisher.publish(meta.user_id, &event).await;
+        Ok(Some(event))
+    }
+
+    /// Records and sends in one go; `None` when fenced.
     pub async fn emit(
         &self,
         meta: &JobMeta,
         ev: NewEvent,
         moves_batch: bool,
     ) -> Result<Option<ProgressEvent>, sqlx::Error> {
-        let mut conn = self.db.acquire().await?;
-        let Some(event) = self.record_in(&mut conn, meta, ev).await? else {
+        let Some(event) = self.record_and_publish(meta, ev).await? else {
             return Ok(None);
         };
-        drop(conn);
-        self.send(meta, &event, moves_batch).await;
+        if moves_batch {
+            if let Some(batch) = meta.batch_id {
+                self.refresh_batch(batch).await;
+            }
+        }
         Ok(Some(event))
     }
 

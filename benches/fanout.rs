@@ -41,7 +41,7 @@ use doculearn::events::{EventSink, JobMeta, Publisher};
 use doculearn::progress::Reporter;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
-use tokio::sync::watch;
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
@@ -254,6 +254,7 @@ struct Totals {
     alone_duplicates: AtomicU64,
     resyncs: AtomicU64,
     resumed: AtomicUsize,
+    emit_errors: AtomicU64,
     open: AtomicUsize,
     refused: AtomicU64,
 }
@@ -263,14 +264,16 @@ struct Shared {
     totals: Totals,
     /// Resume round trips in the storm (reconnect to `resumed`), µs.
     storm: Hist,
+    /// From an event's creation to its reporter's return (recorded in
+    /// Postgres and published): the write path's share of the latency.
+    written: Hist,
 }
 
 /// What the socket tasks are told.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Ctl {
-    Run,
     /// Drop the connection now, reconnect and resume.
-    Drop(u32),
+    Drop,
     Stop,
 }
 
@@ -287,7 +290,7 @@ async fn socket(
     url: String,
     jobs: [String; 2],
     shared: Arc<Shared>,
-    mut ctl: watch::Receiver<Ctl>,
+    mut ctl: mpsc::Receiver<Ctl>,
     ready: tokio::sync::mpsc::Sender<()>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> HashMap<String, i64> {
@@ -303,18 +306,13 @@ async fn socket(
     let _ = ws.send(Message::Text(r#"{"type":"ping"}"#.into())).await;
     let mut announced = false;
     let mut dropped_at: Option<Instant> = None;
-    let mut seen_ctl = *ctl.borrow();
     loop {
         tokio::select! {
-            changed = ctl.changed() => {
-                if changed.is_err() { return last; }
-                let now = *ctl.borrow_and_update();
-                if now == seen_ctl { continue; }
-                seen_ctl = now;
-                match now {
+            order = ctl.recv() => {
+                let Some(order) = order else { return last };
+                match order {
                     Ctl::Stop => { let _ = ws.close(None).await; return last; }
-                    Ctl::Run => {}
-                    Ctl::Drop(_) => {
+                    Ctl::Drop => {
                         // Abrupt: the TCP connection goes without a close frame.
                         drop(ws);
                         shared.totals.open.fetch_sub(1, Ordering::Relaxed);
@@ -485,7 +483,14 @@ struct Jobs {
 /// Emitters: one `Reporter` per job, `rate` events a second in all, spread
 /// evenly; each keeps its own schedule (a late one catches up, so the
 /// achieved rate shows whether the write path kept up). Returns events sent.
-async fn emit_for(sink: &EventSink, jobs: &Arc<Jobs>, rate: u64, secs: f64, progress_base: f64) -> u64 {
+async fn emit_for(
+    sink: &EventSink,
+    jobs: &Arc<Jobs>,
+    shared: &Arc<Shared>,
+    rate: u64,
+    secs: f64,
+    progress_base: f64,
+) -> u64 {
     let n = jobs.job_ids.len();
     let period = Duration::from_secs_f64(n as f64 / rate as f64);
     let start = tokio::time::Instant::now() + Duration::from_millis(20);
@@ -496,6 +501,7 @@ async fn emit_for(sink: &EventSink, jobs: &Arc<Jobs>, rate: u64, secs: f64, prog
         let sink = sink.clone();
         let jobs = jobs.clone();
         let sent = sent.clone();
+        let shared = shared.clone();
         tasks.push(tokio::spawn(async move {
             let meta = JobMeta {
                 job_id: jobs.job_ids[i].clone(),
@@ -513,15 +519,19 @@ async fn emit_for(sink: &EventSink, jobs: &Arc<Jobs>, rate: u64, secs: f64, prog
                     break;
                 }
                 tokio::time::sleep_until(at).await;
-                let details = serde_json::json!({ "t": now_us(), "chunk": k });
+                let t = now_us();
+                let details = serde_json::json!({ "t": t, "chunk": k });
                 let p = progress_base + 0.0001 * (k % 100) as f64;
-                if reporter
+                if let Err(e) = reporter
                     .progress(Stage::Embedding, p, format!("Embedding chunk {k}"), details)
                     .await
-                    .is_err()
                 {
+                    if shared.totals.emit_errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                        println!("  worker: an event was not recorded: {e}");
+                    }
                     break;
                 }
+                shared.written.record(now_us() - t);
                 sent.fetch_add(1, Ordering::Relaxed);
                 k += 1;
             }
@@ -624,6 +634,7 @@ async fn post_external(addr: &str, jobs: &Arc<Jobs>, clients: usize, secs: f64, 
 
 fn main() {
     let a = args();
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let per_user = a.sockets.div_ceil(a.users);
     let tag = format!("{:x}", std::process::id());
@@ -659,6 +670,11 @@ async fn run(a: Args, daemon: Daemon, pid: u32, tag: String) {
     .execute(&pool)
     .await
     .expect("job rows");
+    // As a running deployment's tables would be: with statistics.
+    sqlx::query("ANALYZE job_progress")
+        .execute(&pool)
+        .await
+        .expect("analyze");
     let jobs = Arc::new(Jobs {
         users: users.clone(),
         job_ids: job_ids.clone(),
@@ -680,8 +696,11 @@ async fn run(a: Args, daemon: Daemon, pid: u32, tag: String) {
         hist: Hist::new(),
         totals: Totals::default(),
         storm: Hist::new(),
+        written: Hist::new(),
     });
-    let (ctl_tx, ctl_rx) = watch::channel(Ctl::Run);
+    // One control channel per socket (a shared watch would put every
+    // socket's wake-up behind one lock).
+    let mut controls: Vec<mpsc::Sender<Ctl>> = Vec::with_capacity(a.sockets);
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(a.sockets.max(1));
     let opening = Instant::now();
     let gate = Arc::new(tokio::sync::Semaphore::new(256));
@@ -691,7 +710,8 @@ async fn run(a: Args, daemon: Daemon, pid: u32, tag: String) {
         let token = keys.mint(users[u], false, 3600);
         let url = format!("ws://{}/api/v1/ws/{}?token={token}", daemon.addr, users[u]);
         let shared = shared.clone();
-        let ctl = ctl_rx.clone();
+        let (ctl_tx, ctl) = mpsc::channel(2);
+        controls.push(ctl_tx);
         let ready = ready_tx.clone();
         let permit = gate.clone().acquire_owned().await.unwrap();
         let jobs = [format!("fanout:{u}"), format!("alone:{u}")];
@@ -724,18 +744,20 @@ async fn run(a: Args, daemon: Daemon, pid: u32, tag: String) {
     );
     println!();
     println!(
-        "{:<26} {:>9} {:>12} {:>7} {:>7} {:>8}   CPU s/s: daemon bench postgres redis",
-        "phase", "events/s", "deliveries/s", "p50 ms", "p99 ms", "max ms"
+        "{:<26} {:>9} {:>12} {:>7} {:>7} {:>8} {:>13}   CPU s/s: daemon bench postgres redis",
+        "phase", "events/s", "deliveries/s", "p50 ms", "p99 ms", "max ms", "write p50/p99"
     );
-    let row = |name: &str, events: u64, secs: f64, deliveries: u64, hist: &Hist, cpu: String| {
+    let row = |name: &str, events: u64, secs: f64, deliveries: u64, shared: &Shared, cpu: String| {
         println!(
-            "{:<26} {:>9.0} {:>12.0} {:>7.2} {:>7.2} {:>8.1}   {cpu}",
+            "{:<26} {:>9.0} {:>12.0} {:>7.2} {:>7.2} {:>8.1} {:>6.2}/{:<6.2}   {cpu}",
             name,
             events as f64 / secs,
             deliveries as f64 / secs,
-            hist.quantile_ms(0.5),
-            hist.quantile_ms(0.99),
-            hist.max_ms()
+            shared.hist.quantile_ms(0.5),
+            shared.hist.quantile_ms(0.99),
+            shared.hist.max_ms(),
+            shared.written.quantile_ms(0.5),
+            shared.written.quantile_ms(0.99),
         )
     };
 
@@ -750,10 +772,11 @@ async fn run(a: Args, daemon: Daemon, pid: u32, tag: String) {
             (a.secs as f64 / 2.0).max(5.0)
         };
         shared.hist.reset();
+        shared.written.reset();
         let d0 = shared.totals.deliveries.load(Ordering::Relaxed);
         let c0 = cpu(pid);
         let t0 = Instant::now();
-        let sent = emit_for(&sink, &jobs, rate, secs, progress_base).await;
+        let sent = emit_for(&sink, &jobs, &shared, rate, secs, progress_base).await;
         // Arrivals of the last events.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let took = t0.elapsed().as_secs_f64() - 0.3;
@@ -764,7 +787,7 @@ async fn run(a: Args, daemon: Daemon, pid: u32, tag: String) {
         } else {
             format!("{rate}/s, full path")
         };
-        row(&name, sent, took, d, &shared.hist, cpu_s);
+        row(&name, sent, took, d, &shared, cpu_s);
         progress_base += 0.01;
         let kept = sent as f64 / took >= 0.8 * rate as f64;
         if !kept || shared.hist.quantile_ms(0.99) > 1000.0 {
@@ -776,6 +799,7 @@ async fn run(a: Args, daemon: Daemon, pid: u32, tag: String) {
     // ---- an external worker's route
     for clients in [16usize, 64] {
         shared.hist.reset();
+        shared.written.reset();
         let d0 = shared.totals.deliveries.load(Ordering::Relaxed);
         let c0 = cpu(pid);
         let t0 = Instant::now();
@@ -790,7 +814,7 @@ async fn run(a: Args, daemon: Daemon, pid: u32, tag: String) {
             sent,
             took,
             d,
-            &shared.hist,
+            &shared,
             cpu_s,
         );
         progress_base += 0.01;
@@ -800,6 +824,7 @@ async fn run(a: Args, daemon: Daemon, pid: u32, tag: String) {
     let mut seqs = vec![0i64; a.users];
     for rate in [5_000u64, 10_000, 20_000, 40_000] {
         shared.hist.reset();
+        shared.written.reset();
         let d0 = shared.totals.deliveries.load(Ordering::Relaxed);
         let r0 = shared.totals.resyncs.load(Ordering::Relaxed);
         let c0 = cpu(pid);
@@ -810,7 +835,7 @@ async fn run(a: Args, daemon: Daemon, pid: u32, tag: String) {
         let took = t0.elapsed().as_secs_f64() - 0.3;
         let cpu_s = cpu_since(c0, pid);
         let d = shared.totals.deliveries.load(Ordering::Relaxed) - d0;
-        row(&format!("{rate}/s, fan-out alone"), sent, took, d, &shared.hist, cpu_s);
+        row(&format!("{rate}/s, fan-out alone"), sent, took, d, &shared, cpu_s);
         let resyncs = shared.totals.resyncs.load(Ordering::Relaxed) - r0;
         if resyncs > 0 || shared.hist.quantile_ms(0.99) > 1000.0 {
             println!("  ({resyncs} resyncs: the daemon dropped events it could not deliver in time; no higher rates)");
@@ -828,15 +853,19 @@ async fn run(a: Args, daemon: Daemon, pid: u32, tag: String) {
     let refused0 = shared.totals.refused.load(Ordering::Relaxed);
     let storm_sink = sink.clone();
     let storm_jobs = jobs.clone();
+    let storm_shared = shared.clone();
     let base = progress_base;
     let storm_secs = 12.0;
     let rate = a.rate;
-    let emitter = tokio::spawn(async move { emit_for(&storm_sink, &storm_jobs, rate, storm_secs, base).await });
+    let emitter =
+        tokio::spawn(async move { emit_for(&storm_sink, &storm_jobs, &storm_shared, rate, storm_secs, base).await });
     let c0 = cpu(pid);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let dropped = Instant::now();
     let rss_pre_storm = rss_kib(pid);
-    let _ = ctl_tx.send(Ctl::Drop(1));
+    for c in &controls {
+        let _ = c.try_send(Ctl::Drop);
+    }
     let mut all_back = None;
     let mut peak_rss = rss_pre_storm;
     while dropped.elapsed() < Duration::from_secs(60) {
@@ -878,7 +907,9 @@ async fn run(a: Args, daemon: Daemon, pid: u32, tag: String) {
             .await
             .unwrap_or_default();
     let total_events: i64 = finals.iter().map(|(_, s)| *s).sum();
-    let _ = ctl_tx.send(Ctl::Stop);
+    for c in &controls {
+        let _ = c.try_send(Ctl::Stop);
+    }
     let final_of: HashMap<String, i64> = finals.into_iter().collect();
     let mut tail_lost = 0i64;
     let mut alone_tail = 0i64;

@@ -246,10 +246,14 @@ impl EventSink {
         let timestamp = Utc::now();
         let ev = match self.writer.write(meta, ev, timestamp).await {
             Outcome::Written(event) => return Ok(Some(event)),
-            Outcome::Fenced => return Ok(None),
+            Outcome::Lost => {
+                return Err(sqlx::Error::Protocol(
+                    "the progress writer stopped while writing this event".into(),
+                ))
+            }
             Outcome::Alone(ev) => ev,
         };
-        // Its job's row is busy (or the batch failed): alone, waiting for the lock.
+        // Its job's row is busy, its attempt stale, or the batch failed: alone.
         let mut conn = self.db.acquire().await?;
         let Some(event) = self.record_in(&mut conn, meta, ev).await? else {
             return Ok(None);

@@ -250,6 +250,9 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
 
     let shutdown = state.shutdown.clone();
     let expires_in = Duration::from_secs((user.exp - chrono::Utc::now().timestamp()).max(0) as u64);
+    // Set by the reader as soon as the client's first message arrives.
+    let first_message = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let first_seen = first_message.clone();
     let mut writer = tokio::spawn(async move {
         let expiry = tokio::time::sleep(expires_in);
         tokio::pin!(expiry);
@@ -257,8 +260,11 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
         // first message was answered, so a reconnecting client's `resume`
         // replays what it missed *before* anything newer of the same job:
         // each job's events reach it in order. A client that sends nothing
-        // gets them after LIVE_HOLD.
+        // gets them after LIVE_HOLD; one whose first message came in time
+        // waits for its answer however long that takes (a `resume` under
+        // load), or live events would overtake the replay.
         let hold = tokio::time::sleep(LIVE_HOLD);
+        let mut hold_over = false;
         tokio::pin!(hold);
         let mut live = false;
         let mut sent = SentSeqs::default();
@@ -271,7 +277,13 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
         tokio::pin!(shutting_down);
         loop {
             let next = tokio::select! {
-                _ = &mut hold, if !live => Outgoing::Ready,
+                _ = &mut hold, if !live && !hold_over => {
+                    hold_over = true;
+                    if first_message.load(Ordering::Acquire) {
+                        continue;
+                    }
+                    Outgoing::Ready
+                }
                 msg = live_rx.recv(), if live => match msg {
                     Some(m) => m,
                     None => {
@@ -334,6 +346,7 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
         let mut in_window = 0u32;
         let mut ready_sent = false;
         while let Some(msg) = stream.next().await {
+            first_seen.store(true, Ordering::Release);
             if window.elapsed() >= Duration::from_secs(1) {
                 window = tokio::time::Instant::now();
                 in_window = 0;

@@ -31,6 +31,27 @@ pub fn corpus() -> PathBuf {
     dir
 }
 
+/// Whether this CPU has bf16 arithmetic (AVX-512 BF16 or AMX), read from
+/// /proc/cpuinfo: independent of what OpenVINO reports, which the code
+/// under test goes by.
+pub fn cpu_has_bf16() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "avx512_bf16" || f == "amx_bf16"))
+}
+
+/// The engine the daemon runs by default on this CPU: OpenVINO in bf16
+/// where the CPU has bf16 arithmetic, else in f32 (saying why at start-up).
+pub fn default_engine() -> &'static str {
+    if cpu_has_bf16() {
+        "openvino-2026.4.1/bf16"
+    } else {
+        "openvino-2026.4.1/f32"
+    }
+}
+
 /// A port nobody listens on right now (for a daemon or server that must
 /// come back on the same port after a restart).
 pub fn free_port() -> u16 {

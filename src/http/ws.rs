@@ -44,6 +44,8 @@ const MAX_RESUME_JOBS: usize = 1000;
 const OUTGOING_BUFFER: usize = 1024;
 /// Replies (pong, resumed history) buffered per socket; the reader waits for room.
 const REPLY_BUFFER: usize = 256;
+/// Bytes of frames a socket's writer gathers before it must write them.
+const WRITE_BUFFER: usize = 16 * 1024;
 /// Registration attempts before the socket is closed with 1011.
 const REGISTER_TRIES: u32 = 6;
 /// How long live events wait for a new socket's first message (its `resume`).
@@ -51,23 +53,46 @@ const LIVE_HOLD: Duration = Duration::from_secs(1);
 /// Jobs a socket remembers the last sent seq of (the oldest are forgotten).
 const SENT_JOBS: usize = 4096;
 
-/// The last seq of each job this socket sent, so an event that comes both
-/// live and in a replay goes out once. Bounded: past [`SENT_JOBS`] jobs the
-/// memory is cleared (at worst a later replay repeats an event, which the
-/// client's seq check absorbs).
+/// Which seqs of each job this socket sent: the highest, and a window of
+/// the 64 below it, so an event that comes both live and in a replay goes
+/// out once, and a replayed event older than a live one already sent (a
+/// `resume` that came after live events started to flow) still goes out.
+/// Bounded: past [`SENT_JOBS`] jobs the memory is cleared, and seqs below
+/// the window are sent again (at worst a repeat, which the client's seq
+/// check absorbs; never a loss).
 #[derive(Default)]
-struct SentSeqs(HashMap<Arc<str>, i64>);
+struct SentSeqs(HashMap<Arc<str>, (i64, u64)>);
 
 impl SentSeqs {
     /// Whether (job, seq) is new on this socket (and remember it).
     fn first_time(&mut self, job: Arc<str>, seq: i64) -> bool {
-        if self.0.get(&job).is_some_and(|last| seq <= *last) {
-            return false;
+        if let Some((max, window)) = self.0.get_mut(&job) {
+            if seq > *max {
+                let shift = (seq - *max) as u64;
+                // Bit k: seq max-1-k was sent.
+                *window = if shift > 64 {
+                    0
+                } else {
+                    ((*window << 1) | 1) << (shift - 1)
+                };
+                *max = seq;
+                return true;
+            }
+            if seq == *max {
+                return false;
+            }
+            let k = (*max - 1 - seq) as u64;
+            if k >= 64 {
+                return true;
+            }
+            let sent = *window & (1 << k) != 0;
+            *window |= 1 << k;
+            return !sent;
         }
-        if self.0.len() >= SENT_JOBS && !self.0.contains_key(&job) {
+        if self.0.len() >= SENT_JOBS {
             self.0.clear();
         }
-        self.0.insert(job, seq);
+        self.0.insert(job, (seq, 0));
         true
     }
 }
@@ -149,7 +174,9 @@ pub async fn handler(
         .max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(4096)
-        .write_buffer_size(0);
+        // Frames wait in the buffer until the writer flushes (below), or
+        // this much is waiting.
+        .write_buffer_size(WRITE_BUFFER);
     if from_protocol.is_some() {
         ws.set_selected_protocol(HeaderValue::from_static("bearer"));
     }
@@ -315,25 +342,31 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
             match next {
                 Outgoing::Ready => live = true,
                 Outgoing::Text(text) => {
-                    if sink.send(Message::Text(text)).await.is_err() {
+                    if sink.feed(Message::Text(text)).await.is_err() {
                         break;
                     }
                     crate::metrics::socket_sent();
                 }
                 Outgoing::Event { text, job, seq } => {
                     // Already on this socket (live, then replayed): once is enough.
-                    if !sent.first_time(job, seq) {
-                        continue;
+                    if sent.first_time(job, seq) {
+                        if sink.feed(Message::Text(text)).await.is_err() {
+                            break;
+                        }
+                        crate::metrics::socket_sent();
                     }
-                    if sink.send(Message::Text(text)).await.is_err() {
-                        break;
-                    }
-                    crate::metrics::socket_sent();
                 }
                 Outgoing::Close { code, reason } => {
                     let _ = sink.send(close(code, &reason)).await;
                     break;
                 }
+            }
+            // Messages are fed into the socket's buffer and written when
+            // nothing more is waiting: one write for all that queued up
+            // while the last one went out (under load), one per message
+            // otherwise.
+            if reply_rx.is_empty() && (!live || live_rx.is_empty()) && sink.flush().await.is_err() {
+                break;
             }
         }
     });
@@ -492,8 +525,17 @@ async fn handle_text(state: &AppState, user: Uuid, text: &str, tx: &mpsc::Sender
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "resume query failed");
-                        return Err("history is unavailable right now; resume again shortly".into());
+                        // Live events must not flow past a replay that did
+                        // not happen (they would hide the gap): the socket
+                        // closes, and the client reconnects and resumes.
+                        tracing::warn!(user_id = %user, error = %e, "resume query failed; closing the socket");
+                        let _ = tx
+                            .send(Outgoing::Close {
+                                code: 1011,
+                                reason: "history is unavailable right now; reconnect and resume".into(),
+                            })
+                            .await;
+                        return Ok(false);
                     }
                 }
             }
@@ -532,6 +574,25 @@ mod tests {
         ] {
             assert!(parse_client_message(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn each_seq_goes_out_once_and_older_replayed_ones_still_go_out() {
+        let mut sent = SentSeqs::default();
+        let job: Arc<str> = "doc:1".into();
+        // Live 5, 6 first; then a replay of 2..=6.
+        assert!(sent.first_time(job.clone(), 5));
+        assert!(sent.first_time(job.clone(), 6));
+        let replay: Vec<bool> = (2..=6).map(|s| sent.first_time(job.clone(), s)).collect();
+        assert_eq!(replay, [true, true, true, false, false]);
+        // Again: nothing new.
+        assert!((2..=6).all(|s| !sent.first_time(job.clone(), s)));
+        // A jump past the window forgets the old ones (sent again, never lost).
+        assert!(sent.first_time(job.clone(), 200));
+        assert!(sent.first_time(job.clone(), 6));
+        assert!(!sent.first_time(job.clone(), 200));
+        assert!(sent.first_time(job.clone(), 199));
+        assert!(!sent.first_time(job, 199));
     }
 
     #[test]

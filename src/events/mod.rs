@@ -13,7 +13,6 @@ mod writer;
 
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
-use redis::AsyncCommands;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -50,21 +49,9 @@ impl Publisher {
     /// Best effort: the event is already stored, so a Redis outage only
     /// delays it until the client's `resume`.
     pub async fn publish(&self, user_id: Uuid, event: &ProgressEvent) {
-        let payload = match serde_json::to_string(&EnvelopeRef { user_id, event }) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(job_id = %event.job_id, error = %e, "cannot encode progress event");
-                return;
-            }
-        };
-        let mut con = self.redis.clone();
-        if let Err(e) = con.publish::<_, _, ()>(&self.channel, payload).await {
-            tracing::warn!(job_id = %event.job_id, seq = event.seq, error = %e, "progress not published; clients will catch up on resume");
-        }
+        self.publish_many(&[(user_id, event)]).await;
     }
-}
 
-impl Publisher {
     /// Publishes several events in one pipeline (one round trip), in order.
     pub async fn publish_many(&self, events: &[(Uuid, &ProgressEvent)]) {
         if events.is_empty() {
@@ -84,7 +71,8 @@ impl Publisher {
         }
         let mut con = self.redis.clone();
         if let Err(e) = pipe.query_async::<()>(&mut con).await {
-            tracing::warn!(events = events.len(), error = %e, "progress not published; clients will catch up on resume");
+            let first = events.first().map(|(_, e)| (e.job_id.as_str(), e.seq));
+            tracing::warn!(events = events.len(), ?first, error = %e, "progress not published; clients will catch up on resume");
         }
     }
 }

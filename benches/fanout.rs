@@ -2,6 +2,7 @@
 //!
 //!     bash scripts/bench-fanout.sh            # 10,000 sockets, 1,000 users
 //!     bash scripts/bench-fanout.sh --sockets 2000 --users 200 --secs 10
+//!     bash scripts/bench-fanout.sh --phases steady,alone   # some phases only
 //!
 //! Starts the real daemon (`serve --role api`, loopback only, a fresh
 //! database and channel, both dropped at the end) and, in this process,
@@ -53,6 +54,14 @@ struct Args {
     users: usize,
     rate: u64,
     secs: u64,
+    /// Which phases run: steady, rates, route, alone, storm (all by default).
+    phases: Vec<String>,
+}
+
+impl Args {
+    fn runs(&self, phase: &str) -> bool {
+        self.phases.iter().any(|p| p == phase)
+    }
 }
 
 fn args() -> Args {
@@ -61,6 +70,9 @@ fn args() -> Args {
         users: 1_000,
         rate: 1_000,
         secs: 20,
+        phases: ["steady", "rates", "route", "alone", "storm"]
+            .map(String::from)
+            .to_vec(),
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -71,6 +83,10 @@ fn args() -> Args {
             "--users" => a.users = value().expect("--users N") as usize,
             "--rate" => a.rate = value().expect("--rate N"),
             "--secs" => a.secs = value().expect("--secs N"),
+            "--phases" => {
+                let list = argv.get(i + 1).expect("--phases steady,rates,route,alone,storm");
+                a.phases = list.split(',').map(|p| p.trim().to_string()).collect();
+            }
             _ => {
                 i += 1;
                 continue;
@@ -795,9 +811,15 @@ async fn run(a: Args, daemon: Daemon, pid: u32, tag: String, worker: tokio::runt
 
     // ---- steady and higher rates, full path
     let mut progress_base = 0.1;
-    let mut rates = vec![a.rate];
-    rates.extend([2_000u64, 5_000, 10_000, 20_000].into_iter().filter(|r| *r > a.rate));
+    let mut rates = Vec::new();
+    if a.runs("steady") {
+        rates.push(a.rate);
+    }
+    if a.runs("rates") {
+        rates.extend([2_000u64, 5_000, 10_000, 20_000].into_iter().filter(|r| *r > a.rate));
+    }
     for (i, rate) in rates.iter().copied().enumerate() {
+        let i = if a.runs("steady") { i } else { i + 1 };
         let secs = if i == 0 {
             a.secs as f64
         } else {
@@ -839,7 +861,8 @@ async fn run(a: Args, daemon: Daemon, pid: u32, tag: String, worker: tokio::runt
     }
 
     // ---- an external worker's route
-    for clients in [16usize, 64] {
+    let route_callers: &[usize] = if a.runs("route") { &[16, 64] } else { &[] };
+    for clients in route_callers.iter().copied() {
         shared.hist.reset();
         shared.written.reset();
         let d0 = shared.totals.deliveries.load(Ordering::Relaxed);
@@ -864,7 +887,12 @@ async fn run(a: Args, daemon: Daemon, pid: u32, tag: String, worker: tokio::runt
 
     // ---- fan-out alone
     let mut seqs = vec![0i64; a.users];
-    for rate in [5_000u64, 10_000, 20_000, 40_000] {
+    let alone_rates: &[u64] = if a.runs("alone") {
+        &[5_000, 10_000, 20_000, 40_000]
+    } else {
+        &[]
+    };
+    for rate in alone_rates.iter().copied() {
         shared.hist.reset();
         shared.written.reset();
         let d0 = shared.totals.deliveries.load(Ordering::Relaxed);
@@ -886,45 +914,50 @@ async fn run(a: Args, daemon: Daemon, pid: u32, tag: String, worker: tokio::runt
     }
     let alone_gaps = shared.totals.alone_gaps.load(Ordering::Relaxed);
     let alone_dups = shared.totals.alone_duplicates.load(Ordering::Relaxed);
-    println!("  fan-out alone: {alone_gaps} events not delivered (not in Postgres, so no resume brings them), {alone_dups} twice");
+    if a.runs("alone") {
+        println!(
+            "  fan-out alone: {alone_gaps} events not delivered (not in Postgres, so no resume brings them), {alone_dups} twice"
+        );
+    }
 
     // ---- reconnect storm
-    shared.hist.reset();
-    shared.storm.reset();
-    shared.totals.resumed.store(0, Ordering::Relaxed);
-    let refused0 = shared.totals.refused.load(Ordering::Relaxed);
-    let storm_secs = 12.0;
-    let rate = a.rate;
-    let emitter = worker.spawn(emit_for(
-        sink.clone(),
-        jobs.clone(),
-        shared.clone(),
-        rate,
-        storm_secs,
-        progress_base,
-    ));
-    let c0 = cpu(pid);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let dropped = Instant::now();
-    let rss_pre_storm = rss_kib(pid);
-    for c in &controls {
-        let _ = c.try_send(Ctl::Drop);
-    }
-    let mut all_back = None;
-    let mut peak_rss = rss_pre_storm;
-    while dropped.elapsed() < Duration::from_secs(60) {
-        peak_rss = peak_rss.max(rss_kib(pid));
-        if shared.totals.resumed.load(Ordering::Relaxed) >= opened {
-            all_back = Some(dropped.elapsed());
-            break;
+    if a.runs("storm") {
+        shared.hist.reset();
+        shared.storm.reset();
+        shared.totals.resumed.store(0, Ordering::Relaxed);
+        let refused0 = shared.totals.refused.load(Ordering::Relaxed);
+        let storm_secs = 12.0;
+        let rate = a.rate;
+        let emitter = worker.spawn(emit_for(
+            sink.clone(),
+            jobs.clone(),
+            shared.clone(),
+            rate,
+            storm_secs,
+            progress_base,
+        ));
+        let c0 = cpu(pid);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let dropped = Instant::now();
+        let rss_pre_storm = rss_kib(pid);
+        for c in &controls {
+            let _ = c.try_send(Ctl::Drop);
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let sent = emitter.await.unwrap_or(0);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let cpu_s = cpu_since(c0, pid);
-    let resumed = shared.totals.resumed.load(Ordering::Relaxed);
-    match all_back {
+        let mut all_back = None;
+        let mut peak_rss = rss_pre_storm;
+        while dropped.elapsed() < Duration::from_secs(60) {
+            peak_rss = peak_rss.max(rss_kib(pid));
+            if shared.totals.resumed.load(Ordering::Relaxed) >= opened {
+                all_back = Some(dropped.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let sent = emitter.await.unwrap_or(0);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let cpu_s = cpu_since(c0, pid);
+        let resumed = shared.totals.resumed.load(Ordering::Relaxed);
+        match all_back {
         Some(t) => println!(
             "storm: {opened} sockets dropped at once with {rate} events/s flowing; all {resumed} reconnected and resumed in {:.2} s \
              (each: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms); {} connection attempts refused and retried; daemon RSS peak {:.1} MiB",
@@ -937,12 +970,13 @@ async fn run(a: Args, daemon: Daemon, pid: u32, tag: String, worker: tokio::runt
         ),
         None => println!("storm: only {resumed} of {opened} sockets resumed within a minute"),
     }
-    println!(
+        println!(
         "storm events: {sent} in {storm_secs:.0} s, latency of live events p50 {:.2} ms, p99 {:.2} ms, max {:.0} ms; CPU s/s {cpu_s}",
         shared.hist.quantile_ms(0.5),
         shared.hist.quantile_ms(0.99),
         shared.hist.max_ms()
     );
+    }
 
     // ---- every socket has every event of its job, once
     let finals: Vec<(String, i64)> =

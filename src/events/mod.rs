@@ -174,7 +174,7 @@ pub struct EventSink {
 impl EventSink {
     /// Starts the group-commit writer: call it inside the runtime.
     pub fn new(db: PgPool, publisher: Publisher) -> Self {
-        let writer = Writer::spawn(db.clone(), publisher.clone());
+        let writer = Writer::spawn(&db, publisher.clone());
         EventSink { db, publisher, writer }
     }
 

@@ -299,7 +299,14 @@ enum Ctl {
 type Stream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(url: &str) -> Result<Stream, String> {
-    let (ws, _) = tokio_tungstenite::connect_async(url).await.map_err(|e| e.to_string())?;
+    // A small read buffer, as the daemon's own: tungstenite's default (128
+    // KiB) is zeroed on every read, which cost this client more CPU than
+    // everything else it does (a fifth of the machine at 100,000 frames/s),
+    // CPU the daemon then did not have.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(ws)
 }
 
@@ -979,6 +986,17 @@ async fn run(a: Args, daemon: Daemon, pid: u32, tag: String, worker: tokio::runt
     }
 
     // ---- every socket has every event of its job, once
+    // (after what is still on its way has arrived: deliveries stop growing)
+    let settle = Instant::now();
+    let mut seen = shared.totals.deliveries.load(Ordering::Relaxed);
+    while settle.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = shared.totals.deliveries.load(Ordering::Relaxed);
+        if now == seen {
+            break;
+        }
+        seen = now;
+    }
     let finals: Vec<(String, i64)> =
         sqlx::query_as("SELECT job_id, seq FROM job_progress WHERE job_id LIKE 'fanout:%'")
             .fetch_all(&pool)

@@ -15,6 +15,21 @@ use crate::domain::{EventType, ProgressEvent, Stage};
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Opens the pool, creating the database first when allowed and missing.
+/// The small pool `resume` replays run on. Its few connections are the
+/// back-pressure of a reconnect storm: waiting for one is expected there,
+/// so a slow acquire is not a warning each (10,000 sockets resuming at once
+/// logged 10,000 of them); a replay that cannot get one within the acquire
+/// timeout fails and closes its socket, which says so.
+pub async fn connect_history(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .acquire_slow_threshold(std::time::Duration::from_secs(3600))
+        .connect_with(PgConnectOptions::from_str(url)?)
+        .await?;
+    Ok(pool)
+}
+
 pub async fn connect(url: &str, max_connections: u32, create_if_missing: bool) -> anyhow::Result<PgPool> {
     let options = PgConnectOptions::from_str(url)?;
     if create_if_missing {

@@ -80,7 +80,7 @@ impl Application {
     pub async fn build(settings: Settings, role: Role) -> anyhow::Result<Application> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let pool = prepare_database(&settings).await?;
-        let history_db = db::connect(settings.database.url.expose_secret(), HISTORY_CONNECTIONS, false)
+        let history_db = db::connect_history(settings.database.url.expose_secret(), HISTORY_CONNECTIONS)
             .await
             .context("cannot connect to PostgreSQL (database.url)")?;
         let redis = connect_redis(settings.redis.url.expose_secret()).await?;
@@ -212,6 +212,14 @@ impl Application {
         };
         let stop = CancellationToken::new();
         let server_stop = stop.clone();
+        // Progress frames are small and go out as they come: Nagle's
+        // algorithm would hold one back while an earlier one waits for its
+        // ACK (which the client may delay by 40 ms), so it is off.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+            }
+        });
         let server = tokio::spawn(async move {
             axum::serve(
                 listener,

@@ -61,7 +61,7 @@ const SENT_JOBS: usize = 4096;
 /// the window are sent again (at worst a repeat, which the client's seq
 /// check absorbs; never a loss).
 #[derive(Default)]
-struct SentSeqs(HashMap<Arc<str>, (i64, u64)>);
+struct SentSeqs(HashMap<Arc<str>, (i64, u64), foldhash::fast::RandomState>);
 
 impl SentSeqs {
     /// Whether (job, seq) is new on this socket (and remember it).

@@ -390,24 +390,30 @@ async fn the_socket_limit_holds_across_instances() {
         open.push(ws);
     }
     // A fourth, on the instance that holds only one of them.
-    let mut fourth = b.ws(user, &token).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut reason = String::new();
-    while let Ok(Some(Ok(msg))) =
-        tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), fourth.stream.next()).await
-    {
-        if let Message::Close(Some(frame)) = msg {
-            assert_eq!(u16::from(frame.code), 1008);
-            reason = frame.reason.to_string();
-            break;
+    let refusal = |mut ws: Ws| async move {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Ok(Some(Ok(msg))) =
+            tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), ws.stream.next()).await
+        {
+            if let Message::Close(Some(frame)) = msg {
+                assert_eq!(u16::from(frame.code), 1008);
+                return frame.reason.to_string();
+            }
         }
-    }
-    assert_eq!(reason, "more than 3 open sockets for this user (on all instances)");
+        String::new()
+    };
+    let limit = "more than 3 open sockets for this user (on all instances)";
+    assert_eq!(refusal(b.ws(user, &token).await).await, limit);
     // One of the first instance's closes: its place is free for the other instance.
     drop(open.remove(0));
     let mut again = b.ws(user, &token).await;
     again.send_text("ping").await;
     assert_eq!(again.next_text(Duration::from_secs(5)).await.as_deref(), Some("pong"));
+    open.push(again);
+    // Renewed, the leases outlive their 2 s (b renews both of its sockets'
+    // leases in one command): still no room for a fourth.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(refusal(b.ws(user, &token).await).await, limit);
     // The first instance dies with its socket still counted ...
     a.kill9();
     let mut redis = a.redis().await;

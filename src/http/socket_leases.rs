@@ -122,29 +122,30 @@ impl SocketLeases {
         }
     }
 
-    /// Renews every live lease of this instance, in one pipeline.
+    /// Renews every live lease of this instance, in one pipeline: one ZADD
+    /// and one PEXPIRE per user, whatever the number of that user's sockets
+    /// (Redis serves everyone else's commands, progress among them, while it
+    /// works through this; 10,000 sockets of 1,000 users are 2,000 commands,
+    /// not 20,000).
     async fn renew(&self) -> Result<(), redis::RedisError> {
-        let live: Vec<(u64, Uuid)> = self
-            .live
-            .lock()
-            .expect("lease map")
-            .iter()
-            .map(|(s, u)| (*s, *u))
-            .collect();
-        if live.is_empty() {
+        let mut by_user: HashMap<Uuid, Vec<u64>> = HashMap::new();
+        for (socket, user) in self.live.lock().expect("lease map").iter() {
+            by_user.entry(*user).or_default().push(*socket);
+        }
+        if by_user.is_empty() {
             return Ok(());
         }
         let expiry = now_ms() + self.ttl.as_millis() as i64;
         let key_ttl = self.ttl.as_millis() as i64 * 2;
         let mut pipe = redis::pipe();
-        for (socket, user) in &live {
+        for (user, sockets) in &by_user {
             // Added back if it was lost (Redis restarted): a moment over the
             // limit admits nobody new.
-            pipe.cmd("ZADD")
-                .arg(self.key(*user))
-                .arg(expiry)
-                .arg(self.member(*socket))
-                .ignore();
+            let zadd = pipe.cmd("ZADD").arg(self.key(*user));
+            for socket in sockets {
+                zadd.arg(expiry).arg(self.member(*socket));
+            }
+            zadd.ignore();
             pipe.cmd("PEXPIRE").arg(self.key(*user)).arg(key_ttl).ignore();
         }
         let mut con = self.redis.clone();

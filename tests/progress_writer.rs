@@ -261,3 +261,91 @@ async fn a_slow_resume_is_not_overtaken_by_live_events() {
     assert_eq!(seqs, vec![2, 3, 4, 5], "every event once, in order");
     assert!(resumed_at.is_some(), "the resume was answered");
 }
+
+/// After a `resync`, a client resumes on the socket it has open: live events
+/// wait for that replay too, so they neither run ahead of it nor come again
+/// in it (without the hold, events sent live more than 64 seqs below the
+/// newest before a slow replay came went out twice: the fan-out bench saw
+/// 208,896 such repeats after a resync of 10,000 sockets).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resume_on_a_live_socket_holds_live_events_until_its_replay() {
+    let d = common::Daemon::start(common::Opts::default().arg("--role").arg("api")).await;
+    let pool = d.db().await;
+    let user = Uuid::new_v4();
+    sqlx::query("INSERT INTO job_progress (job_id, user_id, stage, attempt) VALUES ('ext:2', $1, 'embedding', 1)")
+        .bind(user)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let redis = redis::aio::ConnectionManager::new(redis::Client::open("redis://127.0.0.1:6379/0").unwrap())
+        .await
+        .unwrap();
+    let sink = EventSink::new(pool.clone(), Publisher::new(redis, d.channel.clone()));
+    let mut reporter = Reporter::new(sink, meta("ext:2", user), 1, Duration::ZERO);
+    let token = d.token(user);
+    let mut ws = d.ws(user, &token).await;
+    ws.send_text("ping").await;
+    assert_eq!(ws.next_text(Duration::from_secs(5)).await.as_deref(), Some("pong"));
+    // Live: events 1 and 2 arrive as they are written.
+    for k in 1..=2 {
+        reporter
+            .progress(
+                Stage::Embedding,
+                0.1 * k as f64,
+                format!("event {k}"),
+                serde_json::json!({}),
+            )
+            .await
+            .unwrap();
+    }
+    let mut seqs = Vec::new();
+    while seqs.len() < 2 {
+        let text = ws.next_text(Duration::from_secs(5)).await.expect("live events");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if v["type"] == "job_progress" {
+            seqs.push(v["seq"].as_i64().unwrap());
+        }
+    }
+    assert_eq!(seqs, vec![1, 2]);
+
+    // The client resumes after seq 1 (as after a resync that reached it
+    // before event 2), and the replay waits on the documents table while 70
+    // more events are written: more than the 64 seqs a socket remembers
+    // below its newest, so events sent live before a late replay would go
+    // out again in it.
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE documents IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    ws.send_text(r#"{"type":"resume","after":{"ext:2":1}}"#).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for k in 3..=72 {
+        reporter
+            .progress(
+                Stage::Embedding,
+                k as f64 / 100.0,
+                format!("event {k}"),
+                serde_json::json!({}),
+            )
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lock.commit().await.unwrap();
+
+    let mut after = Vec::new();
+    let mut resumed_at = None;
+    while let Some(text) = ws.next_text(Duration::from_secs(2)).await {
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        match v["type"].as_str() {
+            Some("resumed") => resumed_at = Some(after.len()),
+            Some("job_progress") => after.push(v["seq"].as_i64().unwrap()),
+            _ => {}
+        }
+    }
+    // 2 was sent already (not again); 3..=72 come from the replay, in order,
+    // before `resumed`, and none again live after it.
+    assert_eq!(after, (3..=72).collect::<Vec<i64>>(), "each event once, in order");
+    assert_eq!(resumed_at, Some(70), "the replay first, then resumed, then nothing");
+}

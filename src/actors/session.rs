@@ -56,6 +56,10 @@ pub enum Outgoing {
     /// From the socket's reader once it answered the client's first message
     /// (a `resume` has queued its replay by then): live events may flow.
     Ready,
+    /// From the socket's reader before it replays a `resume` on a socket
+    /// already live (after a `resync`): live events wait until the `Ready`
+    /// that follows the replay, so they do not run ahead of it.
+    Hold,
 }
 
 /// The sending half of one socket, as the session sees it.

@@ -57,15 +57,18 @@ const SENT_JOBS: usize = 4096;
 /// the 64 below it, so an event that comes both live and in a replay goes
 /// out once, and a replayed event older than a live one already sent (a
 /// `resume` that came after live events started to flow) still goes out.
-/// Bounded: past [`SENT_JOBS`] jobs the memory is cleared, and seqs below
-/// the window are sent again (at worst a repeat, which the client's seq
-/// check absorbs; never a loss).
+/// Below the window a replayed event is sent again (at worst a repeat,
+/// which the client's seq check absorbs; never a loss), a live one is not:
+/// live events wait while a replay is queued, so one that far below the
+/// newest was held during the replay that sent it. Bounded: past
+/// [`SENT_JOBS`] jobs the memory is cleared.
 #[derive(Default)]
 struct SentSeqs(HashMap<Arc<str>, (i64, u64), foldhash::fast::RandomState>);
 
 impl SentSeqs {
-    /// Whether (job, seq) is new on this socket (and remember it).
-    fn first_time(&mut self, job: Arc<str>, seq: i64) -> bool {
+    /// Whether (job, seq) is new on this socket (and remember it); `live`:
+    /// it came from the session, not from a replay.
+    fn first_time(&mut self, job: Arc<str>, seq: i64, live: bool) -> bool {
         if let Some((max, window)) = self.0.get_mut(&job) {
             if seq > *max {
                 let shift = (seq - *max) as u64;
@@ -83,7 +86,7 @@ impl SentSeqs {
             }
             let k = (*max - 1 - seq) as u64;
             if k >= 64 {
-                return true;
+                return !live;
             }
             let sent = *window & (1 << k) != 0;
             *window |= 1 << k;
@@ -303,6 +306,7 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
         let shutting_down = shutdown.cancelled();
         tokio::pin!(shutting_down);
         loop {
+            let mut from_live = false;
             let next = tokio::select! {
                 _ = &mut hold, if !live && !hold_over => {
                     hold_over = true;
@@ -312,7 +316,10 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
                     Outgoing::Ready
                 }
                 msg = live_rx.recv(), if live => match msg {
-                    Some(m) => m,
+                    Some(m) => {
+                        from_live = true;
+                        m
+                    }
                     None => {
                         // The session let go of this socket: unregistered
                         // after the reader ended (which queued its own close
@@ -341,6 +348,7 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
             };
             match next {
                 Outgoing::Ready => live = true,
+                Outgoing::Hold => live = false,
                 Outgoing::Text(text) => {
                     if sink.feed(Message::Text(text)).await.is_err() {
                         break;
@@ -349,7 +357,7 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
                 }
                 Outgoing::Event { text, job, seq } => {
                     // Already on this socket (live, then replayed): once is enough.
-                    if sent.first_time(job, seq) {
+                    if sent.first_time(job, seq, from_live) {
                         if sink.feed(Message::Text(text)).await.is_err() {
                             break;
                         }
@@ -394,6 +402,10 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
                     .await;
                 return;
             }
+            // A `resume` holds live events until its replay is queued (see
+            // `handle_text`); `Ready` after any message that may be one
+            // lifts the hold (a `Ready` without a hold changes nothing).
+            let resumed = matches!(&msg, Ok(Message::Text(t)) if t.as_str().contains("resume"));
             let answered = match msg {
                 Ok(Message::Text(text)) => handle_text(&reader_state, user.user_id, text.as_str(), &tx).await,
                 Ok(Message::Binary(_)) => Err("binary messages are not accepted".to_string()),
@@ -413,7 +425,7 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
                 }
                 Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => Ok(true),
             };
-            if !ready_sent {
+            if !ready_sent || resumed {
                 ready_sent = true;
                 // After the answer (a resume's whole replay) is queued.
                 if tx.send(Outgoing::Ready).await.is_err() {
@@ -507,6 +519,13 @@ async fn handle_text(state: &AppState, user: Uuid, text: &str, tx: &mpsc::Sender
         ClientMessage::Ping {} => Ok(send(json!({ "type": "pong" }).to_string()).await),
         ClientMessage::Resume { after } => {
             crate::metrics::socket_resumed();
+            // Live events wait while the replay is queued (a new socket's
+            // already do; this is for a `resume` after a `resync`): each
+            // job's events keep their order, and an event sent live cannot
+            // come again in a late replay. The reader's `Ready` follows.
+            if tx.send(Outgoing::Hold).await.is_err() {
+                return Ok(false);
+            }
             let (jobs, seqs): (Vec<String>, Vec<i64>) = after.into_iter().unzip();
             // One query, its rows sent as they come; the reply channel's
             // back-pressure paces it, on the history's own small pool.
@@ -581,18 +600,21 @@ mod tests {
         let mut sent = SentSeqs::default();
         let job: Arc<str> = "doc:1".into();
         // Live 5, 6 first; then a replay of 2..=6.
-        assert!(sent.first_time(job.clone(), 5));
-        assert!(sent.first_time(job.clone(), 6));
-        let replay: Vec<bool> = (2..=6).map(|s| sent.first_time(job.clone(), s)).collect();
+        assert!(sent.first_time(job.clone(), 5, true));
+        assert!(sent.first_time(job.clone(), 6, true));
+        let replay: Vec<bool> = (2..=6).map(|s| sent.first_time(job.clone(), s, false)).collect();
         assert_eq!(replay, [true, true, true, false, false]);
         // Again: nothing new.
-        assert!((2..=6).all(|s| !sent.first_time(job.clone(), s)));
-        // A jump past the window forgets the old ones (sent again, never lost).
-        assert!(sent.first_time(job.clone(), 200));
-        assert!(sent.first_time(job.clone(), 6));
-        assert!(!sent.first_time(job.clone(), 200));
-        assert!(sent.first_time(job.clone(), 199));
-        assert!(!sent.first_time(job, 199));
+        assert!((2..=6).all(|s| !sent.first_time(job.clone(), s, false)));
+        // A jump past the window forgets the old ones: replayed, they are
+        // sent again (never lost) ...
+        assert!(sent.first_time(job.clone(), 200, false));
+        assert!(sent.first_time(job.clone(), 6, false));
+        assert!(!sent.first_time(job.clone(), 200, true));
+        assert!(sent.first_time(job.clone(), 199, true));
+        assert!(!sent.first_time(job.clone(), 199, true));
+        // ... live, they were held while the replay that got past them went out.
+        assert!(!sent.first_time(job, 7, true));
     }
 
     #[test]

@@ -14,7 +14,6 @@ use crate::domain::{EventType, ProgressEvent, Stage};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// Opens the pool, creating the database first when allowed and missing.
 /// The small pool `resume` replays run on. Its few connections are the
 /// back-pressure of a reconnect storm: waiting for one is expected there,
 /// so a slow acquire is not a warning each (10,000 sockets resuming at once
@@ -34,6 +33,7 @@ pub async fn connect_history(url: &str, max_connections: u32) -> anyhow::Result<
     Ok(pool)
 }
 
+/// Opens the pool, creating the database first when allowed and missing.
 pub async fn connect(url: &str, max_connections: u32, create_if_missing: bool) -> anyhow::Result<PgPool> {
     let options = PgConnectOptions::from_str(url)?;
     if create_if_missing {

@@ -51,6 +51,69 @@ fn meta(job: &str, user: Uuid) -> JobMeta {
     }
 }
 
+/// A job row of `user`'s in the daemon's database and a worker's reporter
+/// for it, publishing on the daemon's channel.
+async fn job_with_reporter(d: &common::Daemon, job: &str, user: Uuid) -> (sqlx::PgPool, Reporter) {
+    let pool = d.db().await;
+    sqlx::query("INSERT INTO job_progress (job_id, user_id, stage, attempt) VALUES ($1, $2, 'embedding', 1)")
+        .bind(job)
+        .bind(user)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let redis = redis::aio::ConnectionManager::new(redis::Client::open("redis://127.0.0.1:6379/0").unwrap())
+        .await
+        .unwrap();
+    let sink = EventSink::new(pool.clone(), Publisher::new(redis, d.channel.clone()));
+    let reporter = Reporter::new(sink, meta(job, user), 1, Duration::ZERO);
+    (pool, reporter)
+}
+
+/// Reports events `ks` (progress k/100).
+async fn report(reporter: &mut Reporter, ks: std::ops::RangeInclusive<i32>) {
+    for k in ks {
+        reporter
+            .progress(
+                Stage::Embedding,
+                k as f64 / 100.0,
+                format!("event {k}"),
+                serde_json::json!({}),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// Holds the documents table, which a `resume`'s replay reads (for names)
+/// and events do not: the replay waits until the transaction ends.
+async fn hold_replays(pool: &sqlx::PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE documents IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    lock
+}
+
+/// The seqs of the job events that arrive (until `until` of them and a
+/// `resumed`, or nothing more for `quiet`), and how many came before `resumed`.
+async fn arrivals(ws: &mut common::Ws, until: usize, quiet: Duration) -> (Vec<i64>, Option<usize>) {
+    let mut seqs = Vec::new();
+    let mut resumed_at = None;
+    while let Some(text) = ws.next_text(quiet).await {
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        match v["type"].as_str() {
+            Some("resumed") => resumed_at = Some(seqs.len()),
+            Some("job_progress") => seqs.push(v["seq"].as_i64().unwrap()),
+            _ => {}
+        }
+        if seqs.len() >= until && resumed_at.is_some() {
+            break;
+        }
+    }
+    (seqs, resumed_at)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_events_keep_order_and_a_busy_job_blocks_no_one() {
     let db = fresh_db().await;
@@ -195,69 +258,22 @@ async fn concurrent_events_keep_order_and_a_busy_job_blocks_no_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_resume_is_not_overtaken_by_live_events() {
     let d = common::Daemon::start(common::Opts::default().arg("--role").arg("api")).await;
-    let pool = d.db().await;
     let user = Uuid::new_v4();
-    sqlx::query("INSERT INTO job_progress (job_id, user_id, stage, attempt) VALUES ('ext:1', $1, 'embedding', 1)")
-        .bind(user)
-        .execute(&pool)
-        .await
-        .unwrap();
-    let redis = redis::aio::ConnectionManager::new(redis::Client::open("redis://127.0.0.1:6379/0").unwrap())
-        .await
-        .unwrap();
-    let sink = EventSink::new(pool.clone(), Publisher::new(redis, d.channel.clone()));
-    let mut reporter = Reporter::new(sink, meta("ext:1", user), 1, Duration::ZERO);
-    for k in 1..=3 {
-        reporter
-            .progress(
-                Stage::Embedding,
-                0.1 * k as f64,
-                format!("event {k}"),
-                serde_json::json!({}),
-            )
-            .await
-            .unwrap();
-    }
+    let (pool, mut reporter) = job_with_reporter(&d, "ext:1", user).await;
+    report(&mut reporter, 1..=3).await;
 
-    // The replay reads documents (for names): hold that table so the resume
-    // waits, while events (which do not touch it) go on being written.
-    let mut lock = pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE documents IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    // The resume waits, while events go on being written.
+    let lock = hold_replays(&pool).await;
     let token = d.token(user);
     let mut ws = d.ws(user, &token).await;
     ws.send_text(r#"{"type":"resume","after":{"ext:1":1}}"#).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    for k in 4..=5 {
-        reporter
-            .progress(
-                Stage::Embedding,
-                0.1 * k as f64,
-                format!("event {k}"),
-                serde_json::json!({}),
-            )
-            .await
-            .unwrap();
-    }
+    report(&mut reporter, 4..=5).await;
     // Past the hold.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     lock.commit().await.unwrap();
 
-    let mut seqs = Vec::new();
-    let mut resumed_at = None;
-    while let Some(text) = ws.next_text(Duration::from_secs(5)).await {
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        match v["type"].as_str() {
-            Some("resumed") => resumed_at = Some(seqs.len()),
-            Some("job_progress") => seqs.push(v["seq"].as_i64().unwrap()),
-            _ => {}
-        }
-        if seqs.len() >= 4 && resumed_at.is_some() {
-            break;
-        }
-    }
+    let (seqs, resumed_at) = arrivals(&mut ws, 4, Duration::from_secs(5)).await;
     assert_eq!(seqs, vec![2, 3, 4, 5], "every event once, in order");
     assert!(resumed_at.is_some(), "the resume was answered");
 }
@@ -270,80 +286,37 @@ async fn a_slow_resume_is_not_overtaken_by_live_events() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_resume_on_a_live_socket_holds_live_events_until_its_replay() {
     let d = common::Daemon::start(common::Opts::default().arg("--role").arg("api")).await;
-    let pool = d.db().await;
     let user = Uuid::new_v4();
-    sqlx::query("INSERT INTO job_progress (job_id, user_id, stage, attempt) VALUES ('ext:2', $1, 'embedding', 1)")
-        .bind(user)
-        .execute(&pool)
-        .await
-        .unwrap();
-    let redis = redis::aio::ConnectionManager::new(redis::Client::open("redis://127.0.0.1:6379/0").unwrap())
-        .await
-        .unwrap();
-    let sink = EventSink::new(pool.clone(), Publisher::new(redis, d.channel.clone()));
-    let mut reporter = Reporter::new(sink, meta("ext:2", user), 1, Duration::ZERO);
+    let (pool, mut reporter) = job_with_reporter(&d, "ext:2", user).await;
     let token = d.token(user);
     let mut ws = d.ws(user, &token).await;
     ws.send_text("ping").await;
     assert_eq!(ws.next_text(Duration::from_secs(5)).await.as_deref(), Some("pong"));
     // Live: events 1 and 2 arrive as they are written.
-    for k in 1..=2 {
-        reporter
-            .progress(
-                Stage::Embedding,
-                0.1 * k as f64,
-                format!("event {k}"),
-                serde_json::json!({}),
-            )
-            .await
-            .unwrap();
-    }
-    let mut seqs = Vec::new();
-    while seqs.len() < 2 {
+    report(&mut reporter, 1..=2).await;
+    let mut live = Vec::new();
+    while live.len() < 2 {
         let text = ws.next_text(Duration::from_secs(5)).await.expect("live events");
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         if v["type"] == "job_progress" {
-            seqs.push(v["seq"].as_i64().unwrap());
+            live.push(v["seq"].as_i64().unwrap());
         }
     }
-    assert_eq!(seqs, vec![1, 2]);
+    assert_eq!(live, vec![1, 2]);
 
     // The client resumes after seq 1 (as after a resync that reached it
-    // before event 2), and the replay waits on the documents table while 70
-    // more events are written: more than the 64 seqs a socket remembers
-    // below its newest, so events sent live before a late replay would go
-    // out again in it.
-    let mut lock = pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE documents IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    // before event 2), and the replay waits while 70 more events are
+    // written: more than the 64 seqs a socket remembers below its newest,
+    // so events sent live before a late replay would go out again in it.
+    let lock = hold_replays(&pool).await;
     ws.send_text(r#"{"type":"resume","after":{"ext:2":1}}"#).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    for k in 3..=72 {
-        reporter
-            .progress(
-                Stage::Embedding,
-                k as f64 / 100.0,
-                format!("event {k}"),
-                serde_json::json!({}),
-            )
-            .await
-            .unwrap();
-    }
+    report(&mut reporter, 3..=72).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     lock.commit().await.unwrap();
 
-    let mut after = Vec::new();
-    let mut resumed_at = None;
-    while let Some(text) = ws.next_text(Duration::from_secs(2)).await {
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        match v["type"].as_str() {
-            Some("resumed") => resumed_at = Some(after.len()),
-            Some("job_progress") => after.push(v["seq"].as_i64().unwrap()),
-            _ => {}
-        }
-    }
+    // Everything that comes, until the socket is quiet.
+    let (after, resumed_at) = arrivals(&mut ws, usize::MAX, Duration::from_secs(2)).await;
     // 2 was sent already (not again); 3..=72 come from the replay, in order,
     // before `resumed`, and none again live after it.
     assert_eq!(after, (3..=72).collect::<Vec<i64>>(), "each event once, in order");

@@ -53,7 +53,7 @@ pub const MAX_BATCH: usize = 256;
 /// waiting for that commit. With the statement planned once, the fan-out
 /// bench measured Postgres at the same CPU as with one (0.31 against 0.29
 /// CPU-seconds a second at 1,000 events/s) and the write's p99 at 2,000
-/// events/s went from 37–56 ms to 5–20 ms. (While every batch was planned
+/// events/s went from 37–51 ms to 3–25 ms. (While every batch was planned
 /// anew, two cost a fifth more CPU and gained nothing.)
 pub const IN_FLIGHT: usize = 2;
 

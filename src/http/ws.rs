@@ -402,10 +402,6 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
                     .await;
                 return;
             }
-            // A `resume` holds live events until its replay is queued (see
-            // `handle_text`); `Ready` after any message that may be one
-            // lifts the hold (a `Ready` without a hold changes nothing).
-            let resumed = matches!(&msg, Ok(Message::Text(t)) if t.as_str().contains("resume"));
             let answered = match msg {
                 Ok(Message::Text(text)) => handle_text(&reader_state, user.user_id, text.as_str(), &tx).await,
                 Ok(Message::Binary(_)) => Err("binary messages are not accepted".to_string()),
@@ -425,7 +421,7 @@ async fn serve(socket: WebSocket, state: AppState, user: AuthUser) {
                 }
                 Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => Ok(true),
             };
-            if !ready_sent || resumed {
+            if !ready_sent {
                 ready_sent = true;
                 // After the answer (a resume's whole replay) is queued.
                 if tx.send(Outgoing::Ready).await.is_err() {
@@ -522,7 +518,7 @@ async fn handle_text(state: &AppState, user: Uuid, text: &str, tx: &mpsc::Sender
             // Live events wait while the replay is queued (a new socket's
             // already do; this is for a `resume` after a `resync`): each
             // job's events keep their order, and an event sent live cannot
-            // come again in a late replay. The reader's `Ready` follows.
+            // come again in a late replay. `Ready` follows the replay.
             if tx.send(Outgoing::Hold).await.is_err() {
                 return Ok(false);
             }
@@ -531,9 +527,13 @@ async fn handle_text(state: &AppState, user: Uuid, text: &str, tx: &mpsc::Sender
             // back-pressure paces it, on the history's own small pool.
             let mut rows = std::pin::pin!(db::history_many(&state.services.history_db, user, &jobs, &seqs));
             while let Some(row) = rows.next().await {
+                let row = row.map_err(|e| e.to_string()).and_then(|event| {
+                    let text = serde_json::to_string(&event).map_err(|e| e.to_string())?;
+                    Ok((event, text))
+                });
                 match row {
-                    Ok(event) => {
-                        let text = Utf8Bytes::from(serde_json::to_string(&event).map_err(|e| e.to_string())?);
+                    Ok((event, text)) => {
+                        let text = Utf8Bytes::from(text);
                         let out = Outgoing::Event {
                             text,
                             job: event.job_id.as_str().into(),
@@ -558,7 +558,10 @@ async fn handle_text(state: &AppState, user: Uuid, text: &str, tx: &mpsc::Sender
                     }
                 }
             }
-            Ok(send(json!({ "type": "resumed" }).to_string()).await)
+            if !send(json!({ "type": "resumed" }).to_string()).await {
+                return Ok(false);
+            }
+            Ok(tx.send(Outgoing::Ready).await.is_ok())
         }
     }
 }
